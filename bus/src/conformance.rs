@@ -1,0 +1,308 @@
+//! One test suite for every [`Bus`] implementation: the contract in `contract.rs`, checked.
+//!
+//! An implementation's tests call [`run_all`] with a factory that builds a fresh, empty bus
+//! honouring the given [`Limits`].
+
+use crate::contract::Bus;
+use crate::error::BusError;
+use crate::ids::{SessionId, StreamId, WorkerId};
+use crate::message::{
+    Control, EventBody, Job, Live, SessionRecord, StandaloneCursor, StreamTarget, WorkerInfo,
+};
+use mcp_protocol::{LogLevel, RequestId, Tool};
+use serde_json::json;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+/// The sizes a factory must configure.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Events kept per session log.
+    pub session_log_len: usize,
+    /// Live events a subscriber may fall behind.
+    pub live_queue_len: usize,
+}
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A session record for tests.
+pub fn record() -> SessionRecord {
+    SessionRecord {
+        id: SessionId::generate(),
+        protocol_version: "2025-11-25".into(),
+        client_capabilities: json!({}),
+        client_info: json!({"name": "conformance"}),
+        log_level: None,
+        principal: String::new(),
+        created_ms: crate::now_ms(),
+        standalone_cursor: StandaloneCursor::default(),
+        ephemeral: false,
+    }
+}
+
+fn message(n: u64) -> EventBody {
+    EventBody::Message(json!({"jsonrpc":"2.0","method":"notifications/message","params":{"n":n}}))
+}
+
+/// Runs every check against fresh buses from `make`.
+pub async fn run_all<F>(make: F)
+where
+    F: Fn(Limits) -> Arc<dyn Bus>,
+{
+    let roomy = Limits {
+        session_log_len: 1000,
+        live_queue_len: 1000,
+    };
+    sessions_round_trip(make(roomy)).await;
+    publish_is_dense_ordered_and_replayable(make(roomy)).await;
+    subscribe_then_replay_sees_each_event_once(make(roomy)).await;
+    trimmed_logs_say_so(make(Limits {
+        session_log_len: 4,
+        ..roomy
+    }))
+    .await;
+    lagging_subscribers_are_told(make(Limits {
+        live_queue_len: 4,
+        ..roomy
+    }))
+    .await;
+    broadcasts_are_logged_and_live(make(roomy)).await;
+    ending_a_session_reaches_subscribers_and_workers(make(roomy)).await;
+    jobs_reach_one_worker_and_are_counted(make(roomy)).await;
+    registry_unions_tools_and_announces_changes(make(roomy)).await;
+}
+
+async fn sessions_round_trip(bus: Arc<dyn Bus>) {
+    let r = record();
+    bus.create_session(r.clone()).await.unwrap();
+    assert_eq!(bus.session(&r.id).await.unwrap(), r);
+    bus.set_log_level(&r.id, LogLevel::Warning).await.unwrap();
+    assert_eq!(
+        bus.session(&r.id).await.unwrap().log_level,
+        Some(LogLevel::Warning)
+    );
+    let forward = StandaloneCursor {
+        session_seq: 5,
+        broadcast_seq: 2,
+    };
+    bus.advance_standalone_cursor(&r.id, forward).await.unwrap();
+    bus.advance_standalone_cursor(&r.id, StandaloneCursor::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        bus.session(&r.id).await.unwrap().standalone_cursor,
+        forward,
+        "the standalone cursor never moves back"
+    );
+    let unknown = SessionId::generate();
+    assert!(matches!(
+        bus.session(&unknown).await,
+        Err(BusError::SessionNotFound)
+    ));
+    assert!(matches!(
+        bus.publish(&unknown, StreamTarget::Standalone, message(0)).await,
+        Err(BusError::SessionNotFound)
+    ));
+}
+
+async fn publish_is_dense_ordered_and_replayable(bus: Arc<dyn Bus>) {
+    let r = record();
+    bus.create_session(r.clone()).await.unwrap();
+    let stream = StreamTarget::Request(StreamId::generate());
+    for n in 1..=10 {
+        let seq = bus.publish(&r.id, stream, message(n)).await.unwrap();
+        assert_eq!(seq, n, "sequence numbers are dense and start at 1");
+    }
+    let replay = bus.replay(&r.id, 3, 10).await.unwrap();
+    assert!(replay.complete);
+    let seqs: Vec<u64> = replay.events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (4..=10).collect::<Vec<_>>());
+    assert!(replay.events.iter().all(|e| e.stream == stream));
+    assert!(bus.replay(&r.id, 10, 10).await.unwrap().events.is_empty());
+}
+
+async fn subscribe_then_replay_sees_each_event_once(bus: Arc<dyn Bus>) {
+    let r = record();
+    bus.create_session(r.clone()).await.unwrap();
+    for n in 1..=3 {
+        bus.publish(&r.id, StreamTarget::Standalone, message(n))
+            .await
+            .unwrap();
+    }
+    let mut sub = bus.subscribe(&r.id).await.unwrap();
+    assert_eq!(sub.head, 3);
+    for n in 4..=6 {
+        bus.publish(&r.id, StreamTarget::Standalone, message(n))
+            .await
+            .unwrap();
+    }
+    let mut seen: Vec<u64> = bus
+        .replay(&r.id, 1, sub.head)
+        .await
+        .unwrap()
+        .events
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    while seen.len() < 5 {
+        match tokio::time::timeout(WAIT, sub.receiver.recv()).await {
+            Ok(Ok(Live::Event(e))) if e.seq > sub.head => seen.push(e.seq),
+            Ok(Ok(_)) => {}
+            other => panic!("expected a live event, got {other:?}"),
+        }
+    }
+    assert_eq!(seen, vec![2, 3, 4, 5, 6]);
+}
+
+async fn trimmed_logs_say_so(bus: Arc<dyn Bus>) {
+    let r = record();
+    bus.create_session(r.clone()).await.unwrap();
+    for n in 1..=10 {
+        bus.publish(&r.id, StreamTarget::Standalone, message(n))
+            .await
+            .unwrap();
+    }
+    let partial = bus.replay(&r.id, 2, 10).await.unwrap();
+    assert!(!partial.complete, "events 3..6 were trimmed");
+    let whole = bus.replay(&r.id, 6, 10).await.unwrap();
+    assert!(whole.complete);
+    assert_eq!(whole.events.len(), 4);
+}
+
+async fn lagging_subscribers_are_told(bus: Arc<dyn Bus>) {
+    let r = record();
+    bus.create_session(r.clone()).await.unwrap();
+    let mut sub = bus.subscribe(&r.id).await.unwrap();
+    for n in 1..=20 {
+        bus.publish(&r.id, StreamTarget::Standalone, message(n))
+            .await
+            .unwrap();
+    }
+    let first = tokio::time::timeout(WAIT, sub.receiver.recv()).await.unwrap();
+    assert!(
+        matches!(first, Err(RecvError::Lagged(_))),
+        "a subscriber 20 events behind a queue of 4 must be told it lagged, got {first:?}"
+    );
+}
+
+async fn broadcasts_are_logged_and_live(bus: Arc<dyn Bus>) {
+    let before = bus.broadcast_head().await.unwrap();
+    let mut sub = bus.subscribe_broadcasts().await.unwrap();
+    assert_eq!(sub.head, before);
+    let seq = bus.broadcast(json!({"n": 1})).await.unwrap();
+    assert_eq!(seq, before + 1);
+    let live = tokio::time::timeout(WAIT, sub.receiver.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(live.seq, seq);
+    let replay = bus.replay_broadcasts(before, seq).await.unwrap();
+    assert_eq!(replay.events.len(), 1);
+    assert_eq!(replay.events[0].message, json!({"n": 1}));
+}
+
+async fn ending_a_session_reaches_subscribers_and_workers(bus: Arc<dyn Bus>) {
+    let r = record();
+    bus.create_session(r.clone()).await.unwrap();
+    let worker = WorkerId::generate();
+    let mut control = bus.subscribe_control(&worker).await.unwrap();
+    let mut sub = bus.subscribe(&r.id).await.unwrap();
+    assert!(bus.end_session(&r.id).await.unwrap());
+    assert!(!bus.end_session(&r.id).await.unwrap());
+    let notice = tokio::time::timeout(WAIT, sub.receiver.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(notice, Live::SessionEnded);
+    let ctl = tokio::time::timeout(WAIT, control.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(ctl, Control::SessionEnded { session: r.id.clone() });
+    assert!(matches!(
+        bus.session(&r.id).await,
+        Err(BusError::SessionNotFound)
+    ));
+}
+
+async fn jobs_reach_one_worker_and_are_counted(bus: Arc<dyn Bus>) {
+    let r = record();
+    bus.create_session(r.clone()).await.unwrap();
+    let job = Job {
+        session: r.id.clone(),
+        stream: StreamId::generate(),
+        request_id: RequestId::Number(7),
+        method: "tools/call".into(),
+        params: json!({"name": "x"}),
+        progress_token: None,
+        protocol_version: r.protocol_version.clone(),
+        client_capabilities: json!({}),
+        log_level: None,
+        deadline_ms: crate::now_ms() + 10_000,
+        traceparent: None,
+        attempt: 0,
+    };
+    bus.enqueue(job.clone()).await.unwrap();
+    assert_eq!(bus.stats().await.unwrap().jobs_in_flight, 1);
+    let worker = WorkerId::generate();
+    let got = tokio::time::timeout(WAIT, bus.next_job(&worker))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, job);
+    bus.finish_job(&worker, &got).await.unwrap();
+    assert_eq!(bus.stats().await.unwrap().jobs_in_flight, 0);
+}
+
+async fn registry_unions_tools_and_announces_changes(bus: Arc<dyn Bus>) {
+    let tool = |name: &str| Tool {
+        name: name.into(),
+        title: None,
+        description: None,
+        input_schema: json!({"type": "object"}),
+        annotations: None,
+    };
+    let mut sub = bus.subscribe_broadcasts().await.unwrap();
+    let a = WorkerId::generate();
+    let b = WorkerId::generate();
+    bus.register_worker(WorkerInfo {
+        id: a.clone(),
+        tools: vec![tool("zeta"), tool("alpha")],
+        jobs_running: 0,
+    })
+    .await
+    .unwrap();
+    bus.register_worker(WorkerInfo {
+        id: b.clone(),
+        tools: vec![tool("alpha"), tool("mid")],
+        jobs_running: 0,
+    })
+    .await
+    .unwrap();
+    let names: Vec<String> = bus.tools().await.unwrap().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, ["alpha", "mid", "zeta"], "a sorted union");
+    assert_eq!(bus.stats().await.unwrap().workers, 2);
+    let changed = tokio::time::timeout(WAIT, sub.receiver.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(changed.message["method"], "notifications/tools/list_changed");
+    // A heartbeat with the same tools changes nothing and announces nothing.
+    bus.register_worker(WorkerInfo {
+        id: b.clone(),
+        tools: vec![tool("alpha"), tool("mid")],
+        jobs_running: 3,
+    })
+    .await
+    .unwrap();
+    bus.deregister_worker(&b).await.unwrap();
+    let names: Vec<String> = bus.tools().await.unwrap().into_iter().map(|t| t.name).collect();
+    assert_eq!(names, ["alpha", "zeta"]);
+    let mut changes = 1;
+    while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(200), sub.receiver.recv()).await {
+        assert_eq!(e.message["method"], "notifications/tools/list_changed");
+        changes += 1;
+    }
+    assert_eq!(changes, 3, "register a, register b (adds mid), deregister b (drops mid)");
+}

@@ -1,0 +1,177 @@
+//! The [`Bus`] trait: the contract every implementation keeps.
+//!
+//! # Guarantees
+//! - **Dense, ordered session logs.** Each session has one event log. [`Bus::publish`]
+//!   gives an event the next sequence number of its session (1, 2, 3, …: no gaps, never
+//!   reused) and, in the same atomic step, appends it to the log and offers it to live
+//!   subscribers. Events of one session are seen by every subscriber in `seq` order.
+//! - **Subscribe, then replay.** [`Bus::subscribe`] returns `head`, the last `seq` appended
+//!   before the subscription took effect. Every event after `head` arrives live; every event
+//!   up to `head` is in the log (unless trimmed). A reader that subscribes first, replays
+//!   `(cursor, head]` and then takes live events with `seq > head` sees each event exactly
+//!   once: this is how resumption avoids both loss and duplicates.
+//! - **Bounded logs, honest trimming.** Logs keep the newest events up to a configured
+//!   length. [`Replay::complete`] is false when events after the requested cursor were
+//!   trimmed: the caller must refuse the resumption rather than replay a partial history.
+//! - **Bounded live queues.** A subscriber that falls behind by more than the configured
+//!   queue length gets `RecvError::Lagged` from its receiver. It must close its stream
+//!   (the client resumes from its last event id); the bus never buffers without bound.
+//! - **Broadcasts** follow the same rules on one cluster-wide broadcast log.
+//! - **Jobs** are delivered to one worker each. A job is in flight from
+//!   [`Bus::enqueue`] until [`Bus::finish_job`].
+//! - **Control messages** reach the worker(s) that may hold the affected request or session.
+//! - **Session end** ([`Bus::end_session`], or idle expiry) reaches every subscriber of the
+//!   session as [`Live::SessionEnded`] and every worker as [`Control::SessionEnded`]; the
+//!   session's log goes with it.
+//!
+//! [`Live::SessionEnded`]: crate::Live::SessionEnded
+//! [`Control::SessionEnded`]: crate::Control::SessionEnded
+
+use crate::error::BusError;
+use crate::ids::{SessionId, WorkerId};
+use crate::message::{
+    BroadcastEvent, ClusterStats, Control, EventBody, Job, Live, SessionEvent, SessionRecord,
+    StandaloneCursor, StreamTarget, WorkerInfo,
+};
+use async_trait::async_trait;
+use mcp_protocol::{LogLevel, Tool};
+use serde_json::Value;
+use std::sync::Arc;
+use tokio::sync::broadcast;
+
+/// A live subscription to one session's events.
+#[derive(Debug)]
+pub struct SessionSubscription {
+    /// The last `seq` appended before the subscription took effect (0 for an empty log).
+    pub head: u64,
+    /// Live events with `seq > head`, and session notices.
+    pub receiver: broadcast::Receiver<Live>,
+}
+
+/// A live subscription to the broadcast log.
+#[derive(Debug)]
+pub struct BroadcastSubscription {
+    /// The last broadcast `seq` published before the subscription took effect.
+    pub head: u64,
+    /// Live broadcasts with `seq > head`.
+    pub receiver: broadcast::Receiver<Arc<BroadcastEvent>>,
+}
+
+/// The result of reading a log range.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replay<T> {
+    /// The events found, in `seq` order.
+    pub events: Vec<T>,
+    /// False when events in the requested range had already been trimmed from the log.
+    pub complete: bool,
+}
+
+/// The seam between gateways and workers. See the module documentation for the contract.
+#[async_trait]
+pub trait Bus: Send + Sync + 'static {
+    // ----- sessions -----
+
+    /// Stores a new session.
+    async fn create_session(&self, record: SessionRecord) -> Result<(), BusError>;
+
+    /// Loads a session and restarts its idle timer.
+    async fn session(&self, id: &SessionId) -> Result<SessionRecord, BusError>;
+
+    /// Restarts a session's idle timer (a gateway holding a stream of it calls this).
+    async fn touch_session(&self, id: &SessionId) -> Result<(), BusError>;
+
+    /// Sets the session's minimum log level (`logging/setLevel`).
+    async fn set_log_level(&self, id: &SessionId, level: LogLevel) -> Result<(), BusError>;
+
+    /// Moves the session's standalone cursor forward (never back): a later fresh standalone
+    /// stream starts after it.
+    async fn advance_standalone_cursor(
+        &self,
+        id: &SessionId,
+        cursor: StandaloneCursor,
+    ) -> Result<(), BusError>;
+
+    /// Ends a session everywhere. Returns false if it did not exist.
+    async fn end_session(&self, id: &SessionId) -> Result<bool, BusError>;
+
+    // ----- session events -----
+
+    /// Appends an event to the session's log and publishes it to live subscribers, as one
+    /// atomic step. Returns its `seq`.
+    async fn publish(
+        &self,
+        session: &SessionId,
+        stream: StreamTarget,
+        body: EventBody,
+    ) -> Result<u64, BusError>;
+
+    /// Subscribes to the session's live events.
+    async fn subscribe(&self, session: &SessionId) -> Result<SessionSubscription, BusError>;
+
+    /// Reads the session's events with `after < seq <= up_to`.
+    async fn replay(
+        &self,
+        session: &SessionId,
+        after: u64,
+        up_to: u64,
+    ) -> Result<Replay<Arc<SessionEvent>>, BusError>;
+
+    /// Tells every holder of a standalone stream of the session that a new one, `claim`,
+    /// now delivers; theirs must close.
+    async fn claim_standalone(&self, session: &SessionId, claim: u64) -> Result<(), BusError>;
+
+    // ----- broadcasts -----
+
+    /// Appends a notification to the broadcast log and publishes it. Returns its `seq`.
+    async fn broadcast(&self, message: Value) -> Result<u64, BusError>;
+
+    /// Subscribes to live broadcasts.
+    async fn subscribe_broadcasts(&self) -> Result<BroadcastSubscription, BusError>;
+
+    /// The `seq` of the newest broadcast (0 if none).
+    async fn broadcast_head(&self) -> Result<u64, BusError>;
+
+    /// Reads broadcasts with `after < seq <= up_to`.
+    async fn replay_broadcasts(
+        &self,
+        after: u64,
+        up_to: u64,
+    ) -> Result<Replay<Arc<BroadcastEvent>>, BusError>;
+
+    // ----- jobs -----
+
+    /// Queues a job for some worker. Fails with [`BusError::Overloaded`] when the queue is full.
+    async fn enqueue(&self, job: Job) -> Result<(), BusError>;
+
+    /// Waits for the next job for this worker.
+    async fn next_job(&self, worker: &WorkerId) -> Result<Job, BusError>;
+
+    /// Marks a job done (answered, failed or cancelled).
+    async fn finish_job(&self, worker: &WorkerId, job: &Job) -> Result<(), BusError>;
+
+    // ----- control -----
+
+    /// Sends a control message to the worker(s) concerned.
+    async fn send_control(&self, message: Control) -> Result<(), BusError>;
+
+    /// The control messages this worker must see.
+    async fn subscribe_control(
+        &self,
+        worker: &WorkerId,
+    ) -> Result<broadcast::Receiver<Control>, BusError>;
+
+    // ----- registry -----
+
+    /// Announces (or refreshes) a worker and its tools. When the union of all workers'
+    /// tools changes, every session is sent `notifications/tools/list_changed`.
+    async fn register_worker(&self, info: WorkerInfo) -> Result<(), BusError>;
+
+    /// Removes a worker from the registry (clean shutdown).
+    async fn deregister_worker(&self, id: &WorkerId) -> Result<(), BusError>;
+
+    /// The union of all live workers' tools, sorted by name.
+    async fn tools(&self) -> Result<Vec<Tool>, BusError>;
+
+    /// A cluster-wide snapshot.
+    async fn stats(&self) -> Result<ClusterStats, BusError>;
+}

@@ -1,0 +1,21 @@
+//! Wire types of JSON-RPC 2.0 and the Model Context Protocol, shared by the gateway and
+//! the workers.
+//!
+//! # Layout
+//! - [`jsonrpc`]: classifying an incoming JSON value as a request, notification or
+//!   response, the standard error codes, and building responses.
+//! - [`version`]: the protocol revisions this project speaks and what differs between them.
+//! - [`logging`]: the syslog-style levels of `notifications/message` and their order.
+//! - [`tool`]: the `Tool` descriptor of `tools/list` and the `CallToolResult` of `tools/call`.
+//!
+//! Nothing here does I/O; parsing and behaviour live in the crates that use these types.
+
+pub mod jsonrpc;
+pub mod logging;
+pub mod tool;
+pub mod version;
+
+pub use jsonrpc::{ErrorObject, Message, RequestId};
+pub use logging::LogLevel;
+pub use tool::{CallToolResult, Tool};
+pub use version::ProtocolVersion;
