@@ -242,6 +242,8 @@ async fn jobs_reach_one_worker_and_are_counted(bus: Arc<dyn Bus>) {
         deadline_ms: crate::now_ms() + 10_000,
         traceparent: None,
         attempt: 0,
+        streaming: true,
+        session_stream: true,
     };
     bus.enqueue(job.clone()).await.unwrap();
     assert_eq!(bus.stats().await.unwrap().jobs_in_flight, 1);

@@ -132,6 +132,11 @@ pub struct Job {
     /// How many times this job was handed to a worker before (0 on the first try).
     #[serde(default)]
     pub attempt: u32,
+    /// False when the client asked for a plain JSON response: it will see only the final
+    /// response, so notifications and requests on the request's stream cannot reach it.
+    pub streaming: bool,
+    /// False when the session has no standalone stream (a stateless gateway's requests).
+    pub session_stream: bool,
 }
 
 /// Messages from gateways to workers that are not jobs.

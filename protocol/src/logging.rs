@@ -1,9 +1,12 @@
 //! Log levels of `notifications/message` (RFC 5424 severities, least severe first).
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A log level. Ordered: `Debug < Info < … < Emergency`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     /// Detailed debugging information.

@@ -1,1 +1,43 @@
+//! The tool runtime: how tools are written, and how a worker runs them for clients it
+//! never sees directly.
+//!
+//! A tool is a typed async function. Its argument struct derives `serde::Deserialize` and
+//! `schemars::JsonSchema`; the JSON Schema clients see in `tools/list` comes from that type,
+//! and arguments are validated against it before the function runs:
+//!
+//! ```
+//! use schemars::JsonSchema;
+//! use serde::Deserialize;
+//! use worker::{CallToolResult, ToolContext, ToolSet};
+//!
+//! #[derive(Deserialize, JsonSchema)]
+//! struct Greet {
+//!     /// Who to greet.
+//!     name: String,
+//! }
+//!
+//! let tools = ToolSet::new().tool("greet", "Say hello", |ctx: ToolContext, args: Greet| async move {
+//!     ctx.progress(1.0, Some(1.0), Some("greeting")).await?;
+//!     Ok(CallToolResult::text(format!("Hello, {}!", args.name)))
+//! });
+//! assert_eq!(tools.descriptors()[0].name, "greet");
+//! ```
+//!
+//! # Layout
+//! - [`tool`]: [`ToolSet`] (registration, schemas, argument validation) and [`ToolError`].
+//! - [`context`]: [`ToolContext`], what a running tool can do (progress, logging, the
+//!   session's standalone stream, broadcasts, requests to the client, cancellation), and
+//!   [`SessionHandle`] for work that outlives the call.
+//! - [`runtime`]: [`Worker`], the job loop: takes jobs from the bus, runs them under their
+//!   deadline and cancellation, publishes their results, routes control messages.
+//! - [`toolsets`]: the built-in tools, by name (`demo`).
 
+pub mod context;
+pub mod runtime;
+pub mod tool;
+pub mod toolsets;
+
+pub use context::{SessionHandle, ToolContext};
+pub use mcp_protocol::{CallToolResult, LogLevel};
+pub use runtime::{Worker, WorkerConfig};
+pub use tool::{ToolError, ToolSet};

@@ -1,0 +1,311 @@
+//! What a running tool can do. Every message it sends goes through the bus to whichever
+//! gateway holds the client's stream.
+
+use crate::runtime::Shared;
+use crate::tool::ToolError;
+use mcp_bus::{EventBody, Job, SessionId, StreamTarget};
+use mcp_protocol::{ErrorObject, LogLevel, ProtocolVersion, RequestId, jsonrpc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use std::sync::{Arc, Mutex};
+use tokio_util::sync::CancellationToken;
+
+/// The context of one tool call. Cheap to clone.
+#[derive(Clone)]
+pub struct ToolContext {
+    call: Arc<CallState>,
+}
+
+struct CallState {
+    shared: Arc<Shared>,
+    job: Job,
+    version: ProtocolVersion,
+    cancel: CancellationToken,
+    last_progress: Mutex<Option<f64>>,
+}
+
+impl ToolContext {
+    pub(crate) fn new(shared: Arc<Shared>, job: Job, cancel: CancellationToken) -> Self {
+        let version =
+            ProtocolVersion::parse(&job.protocol_version).unwrap_or(ProtocolVersion::LATEST);
+        Self {
+            call: Arc::new(CallState {
+                shared,
+                job,
+                version,
+                cancel,
+                last_progress: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// The session this call belongs to.
+    pub fn session_id(&self) -> &SessionId {
+        &self.call.job.session
+    }
+
+    /// The negotiated protocol revision.
+    pub fn protocol_version(&self) -> ProtocolVersion {
+        self.call.version
+    }
+
+    /// The client's declared capabilities.
+    pub fn client_capabilities(&self) -> &Value {
+        &self.call.job.client_capabilities
+    }
+
+    /// True when the client asked for progress (its request carried a progress token).
+    pub fn wants_progress(&self) -> bool {
+        self.call.job.progress_token.is_some() && self.call.job.streaming
+    }
+
+    /// Reports progress. Sent only if the request carried a progress token; `progress` must
+    /// increase with every call, as the protocol requires.
+    pub async fn progress(
+        &self,
+        progress: f64,
+        total: Option<f64>,
+        message: Option<&str>,
+    ) -> Result<(), ToolError> {
+        let Some(token) = &self.call.job.progress_token else {
+            return Ok(());
+        };
+        {
+            let mut last = self
+                .call
+                .last_progress
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if last.is_some_and(|last| progress <= last) {
+                return Err(ToolError::failed(format!(
+                    "progress must increase: {progress} after {}",
+                    last.unwrap_or_default()
+                )));
+            }
+            *last = Some(progress);
+        }
+        if !self.call.job.streaming {
+            return Ok(());
+        }
+        let mut params = json!({"progressToken": token, "progress": progress});
+        if let Some(total) = total {
+            params["total"] = json!(total);
+        }
+        if let Some(message) = message {
+            params["message"] = json!(message);
+        }
+        self.send_on_request_stream(jsonrpc::notification("notifications/progress", params))
+            .await
+    }
+
+    /// Sends a `notifications/message` on the request's stream, unless the session's log
+    /// level filters it out.
+    pub async fn log(
+        &self,
+        level: LogLevel,
+        logger: &str,
+        data: impl Serialize,
+    ) -> Result<(), ToolError> {
+        if self.call.job.log_level.is_some_and(|min| level < min) || !self.call.job.streaming {
+            return Ok(());
+        }
+        self.send_on_request_stream(log_message(level, logger, data))
+            .await
+    }
+
+    /// Sends any notification related to this request on the request's stream.
+    pub async fn notify(&self, method: &str, params: Value) -> Result<(), ToolError> {
+        if !self.call.job.streaming {
+            return Ok(());
+        }
+        self.send_on_request_stream(jsonrpc::notification(method, params))
+            .await
+    }
+
+    /// A handle on the session's standalone stream, which outlives this call. `None` when
+    /// the session has none (stateless requests).
+    pub fn session(&self) -> Option<SessionHandle> {
+        if !self.call.job.session_stream {
+            return None;
+        }
+        let closed = self.call.shared.session_token(&self.call.job.session);
+        Some(SessionHandle {
+            shared: self.call.shared.clone(),
+            session: self.call.job.session.clone(),
+            closed,
+        })
+    }
+
+    /// Sends a notification to every live session's standalone stream, on every gateway.
+    pub async fn broadcast(&self, notification: Value) -> Result<(), ToolError> {
+        self.call.shared.bus.broadcast(notification).await?;
+        Ok(())
+    }
+
+    /// Broadcasts a `notifications/message` (each session's log level still applies).
+    pub async fn broadcast_log(
+        &self,
+        level: LogLevel,
+        logger: &str,
+        data: impl Serialize,
+    ) -> Result<(), ToolError> {
+        self.broadcast(log_message(level, logger, data)).await
+    }
+
+    /// Sends a request to the client (`sampling/createMessage`, `elicitation/create`,
+    /// `roots/list`) on this request's stream and waits for its answer, which may reach any
+    /// gateway. Fails at once if the client did not declare the capability the method needs.
+    pub async fn request(&self, method: &str, params: Value) -> Result<Value, ToolError> {
+        let needed = match method {
+            "sampling/createMessage" => Some("sampling"),
+            "elicitation/create" => Some("elicitation"),
+            "roots/list" => Some("roots"),
+            _ => None,
+        };
+        if let Some(cap) = needed
+            && self.client_capabilities().get(cap).is_none()
+        {
+            return Err(ToolError::failed(format!(
+                "the client does not support {cap}, which {method} needs"
+            )));
+        }
+        if !self.call.job.streaming {
+            return Err(ToolError::failed(format!(
+                "cannot send {method}: the client asked for a plain JSON response, so no stream carries requests to it"
+            )));
+        }
+        let shared = &self.call.shared;
+        let id = shared.next_server_request_id();
+        let waiter = shared.expect_reply(&self.call.job.session, &id);
+        self.send_on_request_stream(jsonrpc::request(&id, method, params))
+            .await?;
+        let response = tokio::select! {
+            reply = waiter.receive() => reply.ok_or(ToolError::Cancelled)?,
+            () = self.call.cancel.cancelled() => return Err(ToolError::Cancelled),
+        };
+        match response.get("error") {
+            Some(error) => {
+                let error: ErrorObject = serde_json::from_value(error.clone())
+                    .unwrap_or_else(|_| ErrorObject::internal("the client sent a malformed error"));
+                Err(ToolError::failed(format!(
+                    "the client refused {method}: {} ({})",
+                    error.message, error.code
+                )))
+            }
+            None => Ok(response.get("result").cloned().unwrap_or(Value::Null)),
+        }
+    }
+
+    /// Asks the client to close this request's connection and reconnect with
+    /// `Last-Event-ID` after `retry_ms` (SSE polling, protocol 2025-11-25 and later). The
+    /// request goes on; later messages wait in the session log until the client returns.
+    pub async fn close_stream(&self, retry_ms: u64) -> Result<(), ToolError> {
+        if !self.call.version.sse_priming() || !self.call.job.streaming {
+            return Ok(());
+        }
+        self.call
+            .shared
+            .bus
+            .publish(
+                &self.call.job.session,
+                StreamTarget::Request(self.call.job.stream),
+                EventBody::Reconnect { retry_ms },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Resolves when the client cancels this request (or its session ends).
+    pub async fn cancelled(&self) {
+        self.call.cancel.cancelled().await;
+    }
+
+    /// True once the client has cancelled this request.
+    pub fn is_cancelled(&self) -> bool {
+        self.call.cancel.is_cancelled()
+    }
+
+    /// A snapshot of the cluster (gateways, sessions, workers, jobs in flight).
+    pub async fn cluster_stats(&self) -> Result<mcp_bus::ClusterStats, ToolError> {
+        Ok(self.call.shared.bus.stats().await?)
+    }
+
+    /// The JSON-RPC id of the client's request.
+    pub fn request_id(&self) -> &RequestId {
+        &self.call.job.request_id
+    }
+
+    async fn send_on_request_stream(&self, message: Value) -> Result<(), ToolError> {
+        self.call
+            .shared
+            .bus
+            .publish(
+                &self.call.job.session,
+                StreamTarget::Request(self.call.job.stream),
+                EventBody::Message(message),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// A session's standalone stream, for work that outlives the tool call that started it
+/// (background tasks). Messages sent while no standalone stream is open wait in the
+/// session's log and are delivered when the client opens one.
+#[derive(Clone)]
+pub struct SessionHandle {
+    shared: Arc<Shared>,
+    session: SessionId,
+    closed: CancellationToken,
+}
+
+impl SessionHandle {
+    /// The session id.
+    pub fn id(&self) -> &SessionId {
+        &self.session
+    }
+
+    /// Sends a notification on the standalone stream.
+    pub async fn notify(&self, method: &str, params: Value) -> Result<(), ToolError> {
+        self.send(jsonrpc::notification(method, params)).await
+    }
+
+    /// Sends a `notifications/message` on the standalone stream (the gateway applies the
+    /// session's current log level).
+    pub async fn log(
+        &self,
+        level: LogLevel,
+        logger: &str,
+        data: impl Serialize,
+    ) -> Result<(), ToolError> {
+        self.send(log_message(level, logger, data)).await
+    }
+
+    /// Resolves when the session ends or the worker shuts down.
+    pub async fn closed(&self) {
+        self.closed.cancelled().await;
+    }
+
+    async fn send(&self, message: Value) -> Result<(), ToolError> {
+        self.shared
+            .bus
+            .publish(
+                &self.session,
+                StreamTarget::Standalone,
+                EventBody::Message(message),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn log_message(level: LogLevel, logger: &str, data: impl Serialize) -> Value {
+    jsonrpc::notification(
+        "notifications/message",
+        json!({
+            "level": level.as_str(),
+            "logger": logger,
+            "data": serde_json::to_value(data).unwrap_or(Value::Null),
+        }),
+    )
+}

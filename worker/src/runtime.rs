@@ -1,0 +1,363 @@
+//! The job loop: a worker takes jobs from the bus, runs each under its deadline and the
+//! client's cancellation, publishes the outcome to the request's stream, and routes the
+//! control messages (cancellations, replies to its requests, session ends) to the calls
+//! they concern.
+
+use crate::context::ToolContext;
+use crate::tool::{ToolError, ToolSet};
+use mcp_bus::{Bus, BusError, Control, EventBody, Job, SessionId, StreamTarget, WorkerId, WorkerInfo};
+use mcp_protocol::{
+    CallToolResult, ErrorObject, ProtocolVersion, RequestId,
+    jsonrpc::{self, REQUEST_TIMEOUT},
+};
+use serde_json::{Map, Value};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{Semaphore, broadcast::error::RecvError, oneshot};
+use tokio_util::sync::CancellationToken;
+
+/// How a worker runs.
+#[derive(Debug, Clone)]
+pub struct WorkerConfig {
+    /// Jobs run at once; the worker takes no more from the bus while this many run.
+    pub max_concurrent_jobs: usize,
+    /// How often the worker re-announces itself and its tools.
+    pub heartbeat: Duration,
+    /// On shutdown, how long running jobs may take to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            max_concurrent_jobs: 1024,
+            heartbeat: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+type CallKey = (SessionId, RequestId);
+
+/// State shared by the job loop, the control loop and every running call.
+pub(crate) struct Shared {
+    pub(crate) bus: Arc<dyn Bus>,
+    id: WorkerId,
+    replies: Mutex<HashMap<CallKey, oneshot::Sender<Value>>>,
+    running: Mutex<HashMap<CallKey, CancellationToken>>,
+    sessions: Mutex<HashMap<SessionId, CancellationToken>>,
+    next_request: AtomicU64,
+    jobs_running: AtomicU64,
+    shutdown: CancellationToken,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Shared {
+    /// Ids of our requests to clients name this worker, so a reply can be routed back to it.
+    pub(crate) fn next_server_request_id(&self) -> RequestId {
+        let n = self.next_request.fetch_add(1, Ordering::Relaxed);
+        RequestId::String(format!("{}-{n}", self.id))
+    }
+
+    pub(crate) fn expect_reply(self: &Arc<Self>, session: &SessionId, id: &RequestId) -> ReplyWaiter {
+        let (tx, rx) = oneshot::channel();
+        let key = (session.clone(), id.clone());
+        lock(&self.replies).insert(key.clone(), tx);
+        ReplyWaiter {
+            shared: self.clone(),
+            key,
+            rx: Some(rx),
+        }
+    }
+
+    /// A token cancelled when the session ends or the worker stops.
+    pub(crate) fn session_token(&self, session: &SessionId) -> CancellationToken {
+        lock(&self.sessions)
+            .entry(session.clone())
+            .or_insert_with(|| self.shutdown.child_token())
+            .clone()
+    }
+
+    fn handle_control(&self, message: Control) {
+        match message {
+            Control::Cancel {
+                session,
+                request_id,
+                reason,
+            } => {
+                if let Some(token) = lock(&self.running).get(&(session, request_id.clone())) {
+                    tracing::debug!(request = %request_id, reason = reason.as_deref().unwrap_or(""), "request cancelled by the client");
+                    token.cancel();
+                }
+            }
+            Control::ClientResponse {
+                session,
+                request_id,
+                response,
+            } => {
+                if let Some(tx) = lock(&self.replies).remove(&(session, request_id)) {
+                    let _ = tx.send(response);
+                }
+            }
+            Control::SessionEnded { session } => {
+                if let Some(token) = lock(&self.sessions).remove(&session) {
+                    token.cancel();
+                }
+                for ((s, _), token) in lock(&self.running).iter() {
+                    if *s == session {
+                        token.cancel();
+                    }
+                }
+                lock(&self.replies).retain(|(s, _), _| *s != session);
+            }
+        }
+    }
+}
+
+/// Waits for the client's reply to one server-to-client request; forgets the request if
+/// dropped first.
+pub(crate) struct ReplyWaiter {
+    shared: Arc<Shared>,
+    key: CallKey,
+    rx: Option<oneshot::Receiver<Value>>,
+}
+
+impl ReplyWaiter {
+    /// The whole JSON-RPC response, or `None` if the session ended first.
+    pub(crate) async fn receive(mut self) -> Option<Value> {
+        self.rx.take()?.await.ok()
+    }
+}
+
+impl Drop for ReplyWaiter {
+    fn drop(&mut self) {
+        lock(&self.shared.replies).remove(&self.key);
+    }
+}
+
+/// A worker: serves a [`ToolSet`] to every gateway on the bus.
+pub struct Worker {
+    shared: Arc<Shared>,
+    tools: Arc<ToolSet>,
+    config: WorkerConfig,
+}
+
+impl Worker {
+    /// A worker serving `tools` over `bus`.
+    pub fn new(bus: Arc<dyn Bus>, tools: ToolSet, config: WorkerConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                bus,
+                id: WorkerId::generate(),
+                replies: Mutex::new(HashMap::new()),
+                running: Mutex::new(HashMap::new()),
+                sessions: Mutex::new(HashMap::new()),
+                next_request: AtomicU64::new(1),
+                jobs_running: AtomicU64::new(0),
+                shutdown: CancellationToken::new(),
+            }),
+            tools: Arc::new(tools),
+            config,
+        }
+    }
+
+    /// This worker's id.
+    pub fn id(&self) -> &WorkerId {
+        &self.shared.id
+    }
+
+    /// Runs until `shutdown` is cancelled: announces the tools, takes jobs, and on shutdown
+    /// lets running jobs finish (up to the drain timeout) and withdraws from the registry.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), BusError> {
+        let shared = self.shared.clone();
+        let bus = shared.bus.clone();
+        let mut control = bus.subscribe_control(&shared.id).await?;
+        self.announce().await?;
+
+        let control_loop = {
+            let shared = shared.clone();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        msg = control.recv() => match msg {
+                            Ok(msg) => shared.handle_control(msg),
+                            Err(RecvError::Lagged(n)) => tracing::warn!(missed = n, "control messages lagged; some cancellations may be missed"),
+                            Err(RecvError::Closed) => break,
+                        },
+                        () = stop.cancelled() => break,
+                    }
+                }
+            })
+        };
+        let heartbeat = {
+            let worker = self.clone_handle();
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(worker.config.heartbeat);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {
+                            if let Err(e) = worker.announce().await {
+                                tracing::warn!(error = %e, "worker heartbeat failed");
+                            }
+                        }
+                        () = stop.cancelled() => break,
+                    }
+                }
+            })
+        };
+
+        let slots = Arc::new(Semaphore::new(self.config.max_concurrent_jobs.max(1)));
+        loop {
+            let permit = tokio::select! {
+                p = slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+                () = shutdown.cancelled() => break,
+            };
+            let job = tokio::select! {
+                job = bus.next_job(&shared.id) => job,
+                () = shutdown.cancelled() => break,
+            };
+            match job {
+                Ok(job) => {
+                    let shared = shared.clone();
+                    let tools = self.tools.clone();
+                    tokio::spawn(async move {
+                        run_job(&shared, &tools, job).await;
+                        drop(permit);
+                    });
+                }
+                Err(BusError::Closed) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "taking a job failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+
+        let all = u32::try_from(self.config.max_concurrent_jobs.max(1)).unwrap_or(u32::MAX);
+        if tokio::time::timeout(self.config.drain_timeout, slots.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!("jobs still running after the drain timeout");
+        }
+        shared.shutdown.cancel();
+        heartbeat.abort();
+        control_loop.abort();
+        bus.deregister_worker(&shared.id).await
+    }
+
+    fn clone_handle(&self) -> Worker {
+        Worker {
+            shared: self.shared.clone(),
+            tools: self.tools.clone(),
+            config: self.config.clone(),
+        }
+    }
+
+    async fn announce(&self) -> Result<(), BusError> {
+        self.shared
+            .bus
+            .register_worker(WorkerInfo {
+                id: self.shared.id.clone(),
+                tools: self.tools.descriptors(),
+                jobs_running: self.shared.jobs_running.load(Ordering::Relaxed),
+            })
+            .await
+    }
+}
+
+async fn run_job(shared: &Arc<Shared>, tools: &ToolSet, job: Job) {
+    let key = (job.session.clone(), job.request_id.clone());
+    let cancel = CancellationToken::new();
+    lock(&shared.running).insert(key.clone(), cancel.clone());
+    shared.jobs_running.fetch_add(1, Ordering::Relaxed);
+
+    let version = ProtocolVersion::parse(&job.protocol_version).unwrap_or(ProtocolVersion::LATEST);
+    let remaining = Duration::from_millis(job.deadline_ms.saturating_sub(mcp_bus::now_ms()));
+    let ctx = ToolContext::new(shared.clone(), job.clone(), cancel.clone());
+    let outcome = tokio::select! {
+        outcome = execute(tools, ctx, &job) => outcome,
+        () = cancel.cancelled() => Err(ToolError::Cancelled),
+        () = tokio::time::sleep(remaining) => Err(ToolError::Protocol(ErrorObject::new(
+            REQUEST_TIMEOUT,
+            format!("the request did not finish within its deadline ({} ms)", remaining.as_millis()),
+        ))),
+    };
+
+    lock(&shared.running).remove(&key);
+    shared.jobs_running.fetch_sub(1, Ordering::Relaxed);
+
+    let id = &job.request_id;
+    let body = match outcome {
+        Ok(result) => EventBody::Response(jsonrpc::response_ok(id, result)),
+        Err(ToolError::Cancelled) => EventBody::End,
+        Err(ToolError::InvalidArguments(msg)) if version.validation_errors_are_tool_errors() => {
+            EventBody::Response(jsonrpc::response_ok(
+                id,
+                CallToolResult::error(format!("invalid arguments: {msg}")).to_value(),
+            ))
+        }
+        Err(ToolError::InvalidArguments(msg)) => EventBody::Response(jsonrpc::response_err(
+            Some(id),
+            ErrorObject::invalid_params(format!("invalid arguments: {msg}")),
+        )),
+        Err(ToolError::Failed(msg)) => {
+            EventBody::Response(jsonrpc::response_ok(id, CallToolResult::error(msg).to_value()))
+        }
+        Err(ToolError::Protocol(error)) => EventBody::Response(jsonrpc::response_err(Some(id), error)),
+        Err(ToolError::Bus(e)) => EventBody::Response(jsonrpc::response_err(
+            Some(id),
+            ErrorObject::internal(format!("the tool could not reach the client: {e}")),
+        )),
+    };
+    if let Err(e) = shared
+        .bus
+        .publish(&job.session, StreamTarget::Request(job.stream), body)
+        .await
+    {
+        tracing::debug!(error = %e, session = %job.session, "could not publish a job's outcome");
+    }
+    if let Err(e) = shared.bus.finish_job(&shared.id, &job).await {
+        tracing::warn!(error = %e, "could not mark a job finished");
+    }
+}
+
+async fn execute(tools: &ToolSet, ctx: ToolContext, job: &Job) -> Result<Value, ToolError> {
+    match job.method.as_str() {
+        "tools/call" => {
+            let name = job
+                .params
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    ToolError::Protocol(ErrorObject::invalid_params(
+                        "tools/call needs params.name, a string",
+                    ))
+                })?;
+            let arguments = match job.params.get("arguments") {
+                None | Some(Value::Null) => Value::Object(Map::new()),
+                Some(args @ Value::Object(_)) => args.clone(),
+                Some(_) => {
+                    return Err(ToolError::Protocol(ErrorObject::invalid_params(
+                        "tools/call params.arguments must be an object",
+                    )));
+                }
+            };
+            let tool = tools.get(name).ok_or_else(|| {
+                ToolError::Protocol(ErrorObject::invalid_params(format!("Unknown tool: {name}")))
+            })?;
+            tool.validate(&arguments)?;
+            let result = tool.call(ctx, arguments).await?;
+            Ok(result.to_value())
+        }
+        other => Err(ToolError::Protocol(ErrorObject::method_not_found(other))),
+    }
+}

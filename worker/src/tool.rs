@@ -1,0 +1,240 @@
+//! Registering tools: a name, a description, and a typed handler whose argument type
+//! yields the input schema.
+
+use crate::context::ToolContext;
+use futures::future::BoxFuture;
+use mcp_protocol::{CallToolResult, ErrorObject, Tool};
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+/// Why a tool call did not produce a normal result.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    /// The arguments do not match the tool's schema. Answered as `-32602` before protocol
+    /// 2025-11-25 and as a tool execution error (`isError: true`) from it on.
+    #[error("invalid arguments: {0}")]
+    InvalidArguments(String),
+    /// The tool failed in a way the model should see: a tool execution error.
+    #[error("{0}")]
+    Failed(String),
+    /// The request itself is wrong: answered with this JSON-RPC error.
+    #[error("{}", .0.message)]
+    Protocol(ErrorObject),
+    /// The client cancelled the request: no response is sent.
+    #[error("cancelled by the client")]
+    Cancelled,
+    /// The bus failed while the tool was talking to the client.
+    #[error(transparent)]
+    Bus(#[from] mcp_bus::BusError),
+}
+
+impl ToolError {
+    /// A tool execution error with this message.
+    pub fn failed(message: impl Into<String>) -> Self {
+        Self::Failed(message.into())
+    }
+}
+
+type Handler =
+    dyn Fn(ToolContext, Value) -> BoxFuture<'static, Result<CallToolResult, ToolError>> + Send + Sync;
+
+/// One registered tool.
+pub struct ToolEntry {
+    descriptor: Tool,
+    validator: Option<jsonschema::Validator>,
+    handler: Box<Handler>,
+}
+
+impl ToolEntry {
+    /// The tool as `tools/list` shows it.
+    pub fn descriptor(&self) -> &Tool {
+        &self.descriptor
+    }
+
+    /// Checks arguments against the input schema; the error lists every violation.
+    pub fn validate(&self, arguments: &Value) -> Result<(), ToolError> {
+        let Some(validator) = &self.validator else {
+            return Ok(());
+        };
+        let problems: Vec<String> = validator
+            .iter_errors(arguments)
+            .map(|e| {
+                let path = e.instance_path().to_string();
+                if path.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("{path}: {e}")
+                }
+            })
+            .collect();
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ToolError::InvalidArguments(problems.join("; ")))
+        }
+    }
+
+    /// Runs the tool. Arguments should have passed [`ToolEntry::validate`].
+    pub fn call(
+        &self,
+        ctx: ToolContext,
+        arguments: Value,
+    ) -> BoxFuture<'static, Result<CallToolResult, ToolError>> {
+        (self.handler)(ctx, arguments)
+    }
+}
+
+/// A set of tools a worker serves.
+#[derive(Default, Clone)]
+pub struct ToolSet {
+    tools: BTreeMap<String, Arc<ToolEntry>>,
+}
+
+impl ToolSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a tool whose arguments are `A`. The input schema is `A`'s JSON Schema (doc
+    /// comments become descriptions, `#[serde(default)]` fields are optional, and
+    /// `#[schemars(range(min = …, max = …))]` bounds are enforced).
+    pub fn tool<A, F, Fut>(self, name: &str, description: &str, handler: F) -> Self
+    where
+        A: DeserializeOwned + JsonSchema + Send + 'static,
+        F: Fn(ToolContext, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<CallToolResult, ToolError>> + Send + 'static,
+    {
+        self.tool_with(name, description, None, handler)
+    }
+
+    /// Like [`ToolSet::tool`], with behaviour annotations (`readOnlyHint`, …).
+    pub fn tool_with<A, F, Fut>(
+        mut self,
+        name: &str,
+        description: &str,
+        annotations: Option<Value>,
+        handler: F,
+    ) -> Self
+    where
+        A: DeserializeOwned + JsonSchema + Send + 'static,
+        F: Fn(ToolContext, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<CallToolResult, ToolError>> + Send + 'static,
+    {
+        let input_schema = input_schema_of::<A>();
+        // A schema schemars produced always compiles; if it ever did not, the tool still
+        // runs and serde's own checks stand in for the schema's.
+        let validator = jsonschema::validator_for(&input_schema)
+            .inspect_err(|e| tracing::warn!(tool = name, error = %e, "input schema does not compile"))
+            .ok();
+        let handler = Arc::new(handler);
+        let erased = move |ctx: ToolContext, arguments: Value| {
+            let handler = handler.clone();
+            let fut: BoxFuture<'static, Result<CallToolResult, ToolError>> =
+                Box::pin(async move {
+                    let args: A = serde_json::from_value(arguments)
+                        .map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
+                    handler(ctx, args).await
+                });
+            fut
+        };
+        let descriptor = Tool {
+            name: name.to_owned(),
+            title: None,
+            description: Some(description.to_owned()),
+            input_schema,
+            annotations,
+        };
+        self.tools.insert(
+            name.to_owned(),
+            Arc::new(ToolEntry {
+                descriptor,
+                validator,
+                handler: Box::new(erased),
+            }),
+        );
+        self
+    }
+
+    /// Adds every tool of `other` (its tools win on a name clash).
+    pub fn merge(mut self, other: ToolSet) -> Self {
+        self.tools.extend(other.tools);
+        self
+    }
+
+    /// A tool by name.
+    pub fn get(&self, name: &str) -> Option<Arc<ToolEntry>> {
+        self.tools.get(name).cloned()
+    }
+
+    /// Every tool's descriptor, sorted by name.
+    pub fn descriptors(&self) -> Vec<Tool> {
+        self.tools.values().map(|t| t.descriptor.clone()).collect()
+    }
+
+    /// True when there are no tools.
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty()
+    }
+}
+
+fn input_schema_of<A: JsonSchema>() -> Value {
+    let mut schema = schemars::schema_for!(A).to_value();
+    if let Value::Object(map) = &mut schema {
+        // The Rust type's name means nothing to a client.
+        map.remove("title");
+        map.entry("type").or_insert_with(|| Value::String("object".into()));
+        map.entry("properties")
+            .or_insert_with(|| Value::Object(Default::default()));
+    }
+    schema
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+    use serde_json::json;
+
+    #[derive(Deserialize, JsonSchema)]
+    struct Args {
+        /// A count.
+        #[schemars(range(min = 1, max = 10))]
+        #[serde(default = "one")]
+        count: u32,
+        name: String,
+    }
+    fn one() -> u32 {
+        1
+    }
+
+    fn set() -> ToolSet {
+        ToolSet::new().tool("t", "test", |_ctx, a: Args| async move {
+            Ok(CallToolResult::text(format!("{} {}", a.name, a.count)))
+        })
+    }
+
+    #[test]
+    fn schema_comes_from_the_argument_type() {
+        let tools = set().descriptors();
+        let schema = &tools[0].input_schema;
+        assert_eq!(schema["type"], "object");
+        assert_eq!(schema["required"], json!(["name"]));
+        assert_eq!(schema["properties"]["count"]["maximum"], 10);
+        assert_eq!(schema["properties"]["count"]["description"], "A count.");
+        assert!(schema.get("title").is_none());
+    }
+
+    #[test]
+    fn validation_names_every_problem() {
+        let entry = set().get("t").unwrap();
+        assert!(entry.validate(&json!({"name": "x"})).is_ok());
+        let err = entry.validate(&json!({"count": 99})).unwrap_err().to_string();
+        assert!(err.contains("name"), "{err}");
+        assert!(err.contains("/count"), "{err}");
+    }
+}
