@@ -101,7 +101,8 @@ async fn sessions_round_trip(bus: Arc<dyn Bus>) {
         Err(BusError::SessionNotFound)
     ));
     assert!(matches!(
-        bus.publish(&unknown, StreamTarget::Standalone, message(0)).await,
+        bus.publish(&unknown, StreamTarget::Standalone, message(0))
+            .await,
         Err(BusError::SessionNotFound)
     ));
 }
@@ -179,7 +180,9 @@ async fn lagging_subscribers_are_told(bus: Arc<dyn Bus>) {
             .await
             .unwrap();
     }
-    let first = tokio::time::timeout(WAIT, sub.receiver.recv()).await.unwrap();
+    let first = tokio::time::timeout(WAIT, sub.receiver.recv())
+        .await
+        .unwrap();
     assert!(
         matches!(first, Err(RecvError::Lagged(_))),
         "a subscriber 20 events behind a queue of 4 must be told it lagged, got {first:?}"
@@ -219,7 +222,12 @@ async fn ending_a_session_reaches_subscribers_and_workers(bus: Arc<dyn Bus>) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(ctl, Control::SessionEnded { session: r.id.clone() });
+    assert_eq!(
+        ctl,
+        Control::SessionEnded {
+            session: r.id.clone()
+        }
+    );
     assert!(matches!(
         bus.session(&r.id).await,
         Err(BusError::SessionNotFound)
@@ -282,14 +290,23 @@ async fn registry_unions_tools_and_announces_changes(bus: Arc<dyn Bus>) {
     })
     .await
     .unwrap();
-    let names: Vec<String> = bus.tools().await.unwrap().into_iter().map(|t| t.name).collect();
+    let names: Vec<String> = bus
+        .tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     assert_eq!(names, ["alpha", "mid", "zeta"], "a sorted union");
     assert_eq!(bus.stats().await.unwrap().workers, 2);
     let changed = tokio::time::timeout(WAIT, sub.receiver.recv())
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(changed.message["method"], "notifications/tools/list_changed");
+    assert_eq!(
+        changed.message["method"],
+        "notifications/tools/list_changed"
+    );
     // A heartbeat with the same tools changes nothing and announces nothing.
     bus.register_worker(WorkerInfo {
         id: b.clone(),
@@ -299,12 +316,23 @@ async fn registry_unions_tools_and_announces_changes(bus: Arc<dyn Bus>) {
     .await
     .unwrap();
     bus.deregister_worker(&b).await.unwrap();
-    let names: Vec<String> = bus.tools().await.unwrap().into_iter().map(|t| t.name).collect();
+    let names: Vec<String> = bus
+        .tools()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     assert_eq!(names, ["alpha", "zeta"]);
     let mut changes = 1;
-    while let Ok(Ok(e)) = tokio::time::timeout(Duration::from_millis(200), sub.receiver.recv()).await {
+    while let Ok(Ok(e)) =
+        tokio::time::timeout(Duration::from_millis(200), sub.receiver.recv()).await
+    {
         assert_eq!(e.message["method"], "notifications/tools/list_changed");
         changes += 1;
     }
-    assert_eq!(changes, 3, "register a, register b (adds mid), deregister b (drops mid)");
+    assert_eq!(
+        changes, 3,
+        "register a, register b (adds mid), deregister b (drops mid)"
+    );
 }

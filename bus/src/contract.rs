@@ -116,9 +116,14 @@ pub trait Bus: Send + Sync + 'static {
         up_to: u64,
     ) -> Result<Replay<Arc<SessionEvent>>, BusError>;
 
-    /// Tells every holder of a standalone stream of the session that a new one, `claim`,
-    /// now delivers; theirs must close.
-    async fn claim_standalone(&self, session: &SessionId, claim: u64) -> Result<(), BusError>;
+    /// Tells every holder of `stream` that the connection with `claim` now delivers it;
+    /// theirs must close.
+    async fn claim_stream(
+        &self,
+        session: &SessionId,
+        stream: StreamTarget,
+        claim: u64,
+    ) -> Result<(), BusError>;
 
     // ----- broadcasts -----
 

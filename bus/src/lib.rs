@@ -24,7 +24,7 @@ pub mod message;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
-pub use contract::{Bus, BroadcastSubscription, Replay, SessionSubscription};
+pub use contract::{BroadcastSubscription, Bus, Replay, SessionSubscription};
 pub use error::BusError;
 pub use ids::{SessionId, StreamId, WorkerId};
 pub use memory::{MemoryBus, MemoryBusConfig};

@@ -5,7 +5,7 @@
 //! the event to live subscribers happen under the slot's lock, which is what makes
 //! "subscribe, then replay" exact. No lock is held across an `.await`.
 
-use crate::contract::{Bus, BroadcastSubscription, Replay, SessionSubscription};
+use crate::contract::{BroadcastSubscription, Bus, Replay, SessionSubscription};
 use crate::error::BusError;
 use crate::ids::{SessionId, WorkerId};
 use crate::message::{
@@ -104,7 +104,8 @@ impl MemoryBus {
             control,
             workers: Mutex::new(BTreeMap::new()),
         });
-        let period = (bus.config.session_idle_ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(10));
+        let period = (bus.config.session_idle_ttl / 4)
+            .clamp(Duration::from_millis(50), Duration::from_secs(10));
         tokio::spawn(sweep_idle_sessions(Arc::downgrade(&bus), period));
         bus
     }
@@ -298,11 +299,16 @@ impl Bus for MemoryBus {
         Ok(replay_range(&slot.log, |e| e.seq, after, up_to))
     }
 
-    async fn claim_standalone(&self, session: &SessionId, claim: u64) -> Result<(), BusError> {
+    async fn claim_stream(
+        &self,
+        session: &SessionId,
+        stream: StreamTarget,
+        claim: u64,
+    ) -> Result<(), BusError> {
         let slot = self.slot(session)?;
         let slot = lock(&slot);
         if let Some(live) = &slot.live {
-            let _ = live.send(Live::StandaloneClaimed(claim));
+            let _ = live.send(Live::StreamClaimed { stream, claim });
         }
         Ok(())
     }

@@ -97,9 +97,15 @@ pub struct BroadcastEvent {
 pub enum Live {
     /// An event appended to the session's log.
     Event(std::sync::Arc<SessionEvent>),
-    /// A standalone stream was opened for the session with this claim; holders of any other
-    /// claim close theirs, so only one standalone stream delivers at a time.
-    StandaloneClaimed(u64),
+    /// A connection claimed one of the session's streams (it opened or resumed it); holders
+    /// of the same stream with any other claim close theirs, so a message is never sent on
+    /// two connections.
+    StreamClaimed {
+        /// The stream.
+        stream: StreamTarget,
+        /// The new holder's claim.
+        claim: u64,
+    },
     /// The session ended; every stream of it closes.
     SessionEnded,
 }

@@ -1,1 +1,26 @@
+//! The MCP notification gateway: terminates MCP's Streamable HTTP transport and hands
+//! tool calls to workers through the bus.
+//!
+//! # Layout (the request path, outside in)
+//! - [`config`]: the command line and its `MCPGW_*` environment twins.
+//! - [`app`]: the router and its layers (Host/Origin guard, tracing), and [`serve`], which
+//!   wires the bus, the embedded worker and graceful shutdown.
+//! - [`http`]: the HTTP edge: DNS-rebinding guard, content negotiation, and the one
+//!   mapping of errors to HTTP statuses and JSON-RPC errors.
+//! - [`transport`]: Streamable HTTP itself: POST/GET/DELETE on `/mcp`, sessions, SSE
+//!   streams, event ids and resumption.
+//! - [`mcp`]: the protocol methods the gateway answers itself; everything else is a job.
+//! - [`state`]: what handlers share: the bus, the configuration, the shutdown signals.
+//!
+//! Every stream is fed from the bus, never from local state another node could not
+//! rebuild: a client may send each request, and resume each stream, on any gateway.
 
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod mcp;
+pub mod state;
+pub mod transport;
+
+pub use app::{GatewayError, serve};
+pub use config::Config;

@@ -17,12 +17,12 @@ pub const METHOD_NOT_FOUND: i64 = -32601;
 pub const INVALID_PARAMS: i64 = -32602;
 /// Internal JSON-RPC error.
 pub const INTERNAL_ERROR: i64 = -32603;
-/// Implementation-defined: the request did not finish before its deadline.
+/// Implementation-defined server error: overloaded, unavailable, refused, shutting down.
+pub const SERVER_ERROR: i64 = -32000;
+/// The request did not finish before its deadline (the SDKs' `RequestTimeout`).
 pub const REQUEST_TIMEOUT: i64 = -32001;
-/// Implementation-defined: the service is temporarily unable to take the request.
-pub const SERVICE_UNAVAILABLE: i64 = -32002;
-/// Implementation-defined: the request was refused (authorization, rebinding, limits).
-pub const REQUEST_REFUSED: i64 = -32003;
+/// The body of an HTTP 404 for an unknown `Mcp-Session-Id` (as the TypeScript SDK answers).
+pub const SESSION_NOT_FOUND: i64 = -32001;
 
 /// A JSON-RPC request id: a string or an integer (MCP forbids `null`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -272,7 +272,13 @@ mod tests {
     #[test]
     fn classifies_the_three_kinds() {
         let req = Message::classify(json!({"jsonrpc":"2.0","id":1,"method":"ping"})).unwrap();
-        assert!(matches!(req, Message::Request { id: RequestId::Number(1), .. }));
+        assert!(matches!(
+            req,
+            Message::Request {
+                id: RequestId::Number(1),
+                ..
+            }
+        ));
         let note = Message::classify(json!({"jsonrpc":"2.0","method":"notifications/initialized"}))
             .unwrap();
         assert!(matches!(note, Message::Notification { .. }));
@@ -282,7 +288,13 @@ mod tests {
             json!({"jsonrpc":"2.0","id":"s-1","error":{"code":-1,"message":"no"}}),
         )
         .unwrap();
-        assert!(matches!(err, Message::Response { outcome: Err(_), .. }));
+        assert!(matches!(
+            err,
+            Message::Response {
+                outcome: Err(_),
+                ..
+            }
+        ));
     }
 
     #[test]

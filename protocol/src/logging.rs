@@ -4,9 +4,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A log level. Ordered: `Debug < Info < … < Emergency`.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogLevel {
     /// Detailed debugging information.
@@ -25,6 +23,24 @@ pub enum LogLevel {
     Alert,
     /// The system is unusable.
     Emergency,
+}
+
+/// A plain string enum: clearer to clients and models than one sub-schema per level.
+impl JsonSchema for LogLevel {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "LogLevel".into()
+    }
+
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "enum": ["debug", "info", "notice", "warning", "error", "critical", "alert", "emergency"],
+        })
+    }
 }
 
 impl LogLevel {
@@ -78,6 +94,9 @@ mod tests {
         assert!(LogLevel::message_passes(&info, Some(LogLevel::Info)));
         assert!(!LogLevel::message_passes(&info, Some(LogLevel::Warning)));
         let progress = json!({"method":"notifications/progress","params":{}});
-        assert!(LogLevel::message_passes(&progress, Some(LogLevel::Emergency)));
+        assert!(LogLevel::message_passes(
+            &progress,
+            Some(LogLevel::Emergency)
+        ));
     }
 }

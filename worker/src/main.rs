@@ -1,6 +1,7 @@
 //! `mcp-worker`: runs tools for gateways over a shared bus.
 
 use clap::Parser;
+use std::io::Write;
 use std::process::ExitCode;
 
 /// Serves tools to every gateway on a shared Redis bus.
@@ -11,7 +12,12 @@ struct Args {
     #[arg(long, env = "MCPGW_REDIS_URL")]
     redis_url: Option<String>,
     /// Built-in tool sets to serve (repeatable).
-    #[arg(long = "toolset", env = "MCPGW_TOOLSET", value_delimiter = ',', default_value = "demo")]
+    #[arg(
+        long = "toolset",
+        env = "MCPGW_TOOLSET",
+        value_delimiter = ',',
+        default_value = "demo"
+    )]
     toolsets: Vec<String>,
     /// Print the tools this worker would serve, as JSON, and exit.
     #[arg(long)]
@@ -29,7 +35,9 @@ fn main() -> ExitCode {
     };
     if args.list_tools {
         let list = serde_json::json!({"tools": tools.descriptors()});
-        println!("{}", serde_json::to_string_pretty(&list).unwrap_or_default());
+        let text = serde_json::to_string_pretty(&list).unwrap_or_default();
+        // A closed pipe (`| head`) is not an error worth a panic.
+        let _ = writeln!(std::io::stdout(), "{text}");
         return ExitCode::SUCCESS;
     }
     match args.redis_url {

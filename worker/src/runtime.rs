@@ -5,7 +5,9 @@
 
 use crate::context::ToolContext;
 use crate::tool::{ToolError, ToolSet};
-use mcp_bus::{Bus, BusError, Control, EventBody, Job, SessionId, StreamTarget, WorkerId, WorkerInfo};
+use mcp_bus::{
+    Bus, BusError, Control, EventBody, Job, SessionId, StreamTarget, WorkerId, WorkerInfo,
+};
 use mcp_protocol::{
     CallToolResult, ErrorObject, ProtocolVersion, RequestId,
     jsonrpc::{self, REQUEST_TIMEOUT},
@@ -64,7 +66,11 @@ impl Shared {
         RequestId::String(format!("{}-{n}", self.id))
     }
 
-    pub(crate) fn expect_reply(self: &Arc<Self>, session: &SessionId, id: &RequestId) -> ReplyWaiter {
+    pub(crate) fn expect_reply(
+        self: &Arc<Self>,
+        session: &SessionId,
+        id: &RequestId,
+    ) -> ReplyWaiter {
         let (tx, rx) = oneshot::channel();
         let key = (session.clone(), id.clone());
         lock(&self.replies).insert(key.clone(), tx);
@@ -174,10 +180,27 @@ impl Worker {
     /// Runs until `shutdown` is cancelled: announces the tools, takes jobs, and on shutdown
     /// lets running jobs finish (up to the drain timeout) and withdraws from the registry.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), BusError> {
+        self.start(shutdown).await?.await.unwrap_or(Ok(()))
+    }
+
+    /// Announces the tools and subscribes to control messages, then runs the job loop in a
+    /// task. When this returns, `tools/list` already shows the worker's tools.
+    pub async fn start(
+        self,
+        shutdown: CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<Result<(), BusError>>, BusError> {
+        let control = self.shared.bus.subscribe_control(&self.shared.id).await?;
+        self.announce().await?;
+        Ok(tokio::spawn(self.serve(control, shutdown)))
+    }
+
+    async fn serve(
+        self,
+        mut control: tokio::sync::broadcast::Receiver<Control>,
+        shutdown: CancellationToken,
+    ) -> Result<(), BusError> {
         let shared = self.shared.clone();
         let bus = shared.bus.clone();
-        let mut control = bus.subscribe_control(&shared.id).await?;
-        self.announce().await?;
 
         let control_loop = {
             let shared = shared.clone();
@@ -309,10 +332,13 @@ async fn run_job(shared: &Arc<Shared>, tools: &ToolSet, job: Job) {
             Some(id),
             ErrorObject::invalid_params(format!("invalid arguments: {msg}")),
         )),
-        Err(ToolError::Failed(msg)) => {
-            EventBody::Response(jsonrpc::response_ok(id, CallToolResult::error(msg).to_value()))
+        Err(ToolError::Failed(msg)) => EventBody::Response(jsonrpc::response_ok(
+            id,
+            CallToolResult::error(msg).to_value(),
+        )),
+        Err(ToolError::Protocol(error)) => {
+            EventBody::Response(jsonrpc::response_err(Some(id), error))
         }
-        Err(ToolError::Protocol(error)) => EventBody::Response(jsonrpc::response_err(Some(id), error)),
         Err(ToolError::Bus(e)) => EventBody::Response(jsonrpc::response_err(
             Some(id),
             ErrorObject::internal(format!("the tool could not reach the client: {e}")),

@@ -39,8 +39,9 @@ impl ToolError {
     }
 }
 
-type Handler =
-    dyn Fn(ToolContext, Value) -> BoxFuture<'static, Result<CallToolResult, ToolError>> + Send + Sync;
+type Handler = dyn Fn(ToolContext, Value) -> BoxFuture<'static, Result<CallToolResult, ToolError>>
+    + Send
+    + Sync;
 
 /// One registered tool.
 pub struct ToolEntry {
@@ -129,17 +130,18 @@ impl ToolSet {
         // A schema schemars produced always compiles; if it ever did not, the tool still
         // runs and serde's own checks stand in for the schema's.
         let validator = jsonschema::validator_for(&input_schema)
-            .inspect_err(|e| tracing::warn!(tool = name, error = %e, "input schema does not compile"))
+            .inspect_err(
+                |e| tracing::warn!(tool = name, error = %e, "input schema does not compile"),
+            )
             .ok();
         let handler = Arc::new(handler);
         let erased = move |ctx: ToolContext, arguments: Value| {
             let handler = handler.clone();
-            let fut: BoxFuture<'static, Result<CallToolResult, ToolError>> =
-                Box::pin(async move {
-                    let args: A = serde_json::from_value(arguments)
-                        .map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
-                    handler(ctx, args).await
-                });
+            let fut: BoxFuture<'static, Result<CallToolResult, ToolError>> = Box::pin(async move {
+                let args: A = serde_json::from_value(arguments)
+                    .map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
+                handler(ctx, args).await
+            });
             fut
         };
         let descriptor = Tool {
@@ -185,9 +187,12 @@ impl ToolSet {
 fn input_schema_of<A: JsonSchema>() -> Value {
     let mut schema = schemars::schema_for!(A).to_value();
     if let Value::Object(map) = &mut schema {
-        // The Rust type's name means nothing to a client.
+        // The Rust type's name and doc comment speak to Rust readers; the tool's own
+        // description speaks to clients.
         map.remove("title");
-        map.entry("type").or_insert_with(|| Value::String("object".into()));
+        map.remove("description");
+        map.entry("type")
+            .or_insert_with(|| Value::String("object".into()));
         map.entry("properties")
             .or_insert_with(|| Value::Object(Default::default()));
     }
@@ -233,7 +238,10 @@ mod tests {
     fn validation_names_every_problem() {
         let entry = set().get("t").unwrap();
         assert!(entry.validate(&json!({"name": "x"})).is_ok());
-        let err = entry.validate(&json!({"count": 99})).unwrap_err().to_string();
+        let err = entry
+            .validate(&json!({"count": 99}))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("name"), "{err}");
         assert!(err.contains("/count"), "{err}");
     }

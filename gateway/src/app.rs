@@ -1,0 +1,129 @@
+//! Wiring: the router and its layers, the bus, the embedded worker, graceful shutdown.
+
+use crate::config::Config;
+use crate::http::guard::{OriginPolicy, check_origin};
+use crate::state::AppState;
+use crate::transport;
+use axum::Router;
+use axum::routing::get;
+use axum::serve::ListenerExt;
+use mcp_bus::{Bus, MemoryBus, MemoryBusConfig};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::trace::TraceLayer;
+use worker::{Worker, WorkerConfig};
+
+/// Why the gateway could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A configuration value is wrong.
+    #[error("configuration: {0}")]
+    Config(String),
+    /// The bus failed at start-up.
+    #[error("bus: {0}")]
+    Bus(#[from] mcp_bus::BusError),
+    /// The listener failed.
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The router: `/mcp` behind the Host/Origin guard, and `/healthz`.
+pub fn router(state: AppState) -> Router {
+    let policy = Arc::new(OriginPolicy::from_config(&state.config));
+    let mcp = Router::new()
+        .route(
+            "/mcp",
+            axum::routing::post(transport::post::post)
+                .get(transport::get::get)
+                .delete(transport::delete::delete),
+        )
+        .layer(axum::middleware::from_fn_with_state(policy, check_origin))
+        .with_state(state);
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .merge(mcp)
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Serves the gateway on `listener` until `shutdown` resolves, then drains: standalone
+/// streams close at once (clients reconnect elsewhere), request streams get the drain
+/// timeout to finish, then everything closes.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    if config.redis_url.is_some() {
+        return Err(GatewayError::Config(
+            "--redis-url: the Redis bus is not part of this build yet; run without it for the standalone gateway".into(),
+        ));
+    }
+    let tools = worker::toolsets::build(&config.toolsets).map_err(GatewayError::Config)?;
+    let bus: Arc<dyn Bus> = MemoryBus::new(MemoryBusConfig {
+        session_log_len: config.event_log_len.max(1),
+        broadcast_log_len: config.event_log_len.max(1),
+        live_queue_len: config.stream_queue_len.max(1),
+        job_queue_len: config.job_queue_len.max(1),
+        session_idle_ttl: config.session_idle_ttl(),
+    });
+
+    let worker_stop = CancellationToken::new();
+    let worker = Worker::new(
+        bus.clone(),
+        tools,
+        WorkerConfig {
+            max_concurrent_jobs: config.worker_concurrency.max(1),
+            drain_timeout: config.drain_timeout(),
+            ..WorkerConfig::default()
+        },
+    );
+    let worker_task = worker.start(worker_stop.clone()).await?;
+
+    let state = AppState {
+        bus,
+        config: Arc::new(config),
+        draining: CancellationToken::new(),
+        closing: CancellationToken::new(),
+    };
+    {
+        let state = state.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!(drain_timeout = ?state.config.drain_timeout(), "shutting down: draining streams");
+            state.draining.cancel();
+            tokio::time::sleep(state.config.drain_timeout()).await;
+            state.closing.cancel();
+        });
+    }
+
+    tracing::info!(listen = %listener.local_addr()?, "gateway serving /mcp");
+    // Small SSE writes must not wait for delayed ACKs (Nagle): ~40 ms per event otherwise.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
+    let draining = state.draining.clone();
+    let closing = state.closing.clone();
+    let server =
+        axum::serve(listener, router(state)).with_graceful_shutdown(draining.cancelled_owned());
+    tokio::select! {
+        result = server => result?,
+        // Connections that outlive the drain (a plain-JSON call still waiting for its
+        // worker) do not hold the process past it.
+        () = async { closing.cancelled().await; tokio::time::sleep(Duration::from_secs(1)).await } => {
+            tracing::warn!("connections still open after the drain timeout; closing them");
+        }
+    }
+    worker_stop.cancel();
+    match worker_task.await {
+        Ok(Err(e)) => tracing::warn!(error = %e, "embedded worker stopped with an error"),
+        Err(e) => tracing::warn!(error = %e, "embedded worker panicked"),
+        Ok(Ok(())) => {}
+    }
+    tracing::info!("gateway stopped");
+    Ok(())
+}

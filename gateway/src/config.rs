@@ -1,0 +1,125 @@
+//! The gateway's configuration: one struct, parsed by clap, every flag with an
+//! `MCPGW_*` environment twin and a documented default.
+
+use clap::Parser;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The MCP notification gateway: Streamable HTTP for MCP clients, tools run by workers.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "mcp-gateway", version, about)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "MCPGW_LISTEN", default_value = "127.0.0.1:8000")]
+    pub listen: SocketAddr,
+
+    /// Built-in tool sets the embedded worker serves (repeatable or comma-separated).
+    #[arg(
+        long = "toolset",
+        env = "MCPGW_TOOLSET",
+        value_delimiter = ',',
+        default_value = "demo"
+    )]
+    pub toolsets: Vec<String>,
+
+    /// Redis URL of a shared bus. Without it the gateway runs standalone: an in-memory
+    /// bus and an embedded worker in this process.
+    #[arg(long, env = "MCPGW_REDIS_URL")]
+    pub redis_url: Option<String>,
+
+    /// Serve without sessions: no `Mcp-Session-Id`, no GET stream, no DELETE (like the
+    /// SDKs' stateless mode).
+    #[arg(long, env = "MCPGW_STATELESS")]
+    pub stateless: bool,
+
+    /// Origins allowed to call the MCP endpoint (exact `scheme://host[:port]`, or `*`).
+    /// Default: loopback origins when listening on loopback, none otherwise. Requests
+    /// without an `Origin` header (non-browser clients) are always allowed.
+    #[arg(
+        long = "allowed-origin",
+        env = "MCPGW_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Vec<String>,
+
+    /// Host names allowed in the `Host` header (`*` for any). Default: loopback names when
+    /// listening on loopback (DNS-rebinding protection), any otherwise.
+    #[arg(
+        long = "allowed-host",
+        env = "MCPGW_ALLOWED_HOSTS",
+        value_delimiter = ','
+    )]
+    pub allowed_hosts: Vec<String>,
+
+    /// Largest request body accepted, in bytes.
+    #[arg(long, env = "MCPGW_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// A session unused for this many seconds expires.
+    #[arg(long, env = "MCPGW_SESSION_IDLE_TTL_SECS", default_value_t = 1800)]
+    pub session_idle_ttl_secs: u64,
+
+    /// Events kept per session for resumption (`Last-Event-ID`).
+    #[arg(long, env = "MCPGW_EVENT_LOG_LEN", default_value_t = 1024)]
+    pub event_log_len: usize,
+
+    /// Events a stream may fall behind before the gateway closes it (the client resumes).
+    #[arg(long, env = "MCPGW_STREAM_QUEUE_LEN", default_value_t = 256)]
+    pub stream_queue_len: usize,
+
+    /// Seconds between keep-alive comments on idle SSE streams.
+    #[arg(long, env = "MCPGW_KEEPALIVE_SECS", default_value_t = 15)]
+    pub keepalive_secs: u64,
+
+    /// The SSE `retry` hint, in milliseconds, sent when the server closes a stream the
+    /// client should resume.
+    #[arg(long, env = "MCPGW_SSE_RETRY_MS", default_value_t = 1000)]
+    pub sse_retry_ms: u64,
+
+    /// Deadline of a tool call, in seconds.
+    #[arg(long, env = "MCPGW_JOB_TIMEOUT_SECS", default_value_t = 300)]
+    pub job_timeout_secs: u64,
+
+    /// Jobs queued for workers before new calls are refused.
+    #[arg(long, env = "MCPGW_JOB_QUEUE_LEN", default_value_t = 10_000)]
+    pub job_queue_len: usize,
+
+    /// Jobs the embedded worker runs at once.
+    #[arg(long, env = "MCPGW_WORKER_CONCURRENCY", default_value_t = 1024)]
+    pub worker_concurrency: usize,
+
+    /// On SIGTERM/SIGINT, seconds open request streams get to finish.
+    #[arg(long, env = "MCPGW_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
+    pub drain_timeout_secs: u64,
+
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "MCPGW_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+impl Config {
+    /// The defaults, as if no flag were given (for tests and embedding).
+    pub fn defaults() -> Self {
+        Self::parse_from(["mcp-gateway"])
+    }
+
+    /// The job deadline.
+    pub fn job_timeout(&self) -> Duration {
+        Duration::from_secs(self.job_timeout_secs)
+    }
+
+    /// The drain timeout.
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_secs(self.drain_timeout_secs)
+    }
+
+    /// The keep-alive interval.
+    pub fn keepalive(&self) -> Duration {
+        Duration::from_secs(self.keepalive_secs.max(1))
+    }
+
+    /// The idle TTL of sessions.
+    pub fn session_idle_ttl(&self) -> Duration {
+        Duration::from_secs(self.session_idle_ttl_secs.max(1))
+    }
+}

@@ -1,0 +1,363 @@
+//! POST /mcp.
+
+use crate::http::error::HttpError;
+use crate::http::negotiate::{Accepts, require_json_body};
+use crate::mcp::lifecycle;
+use crate::mcp::methods::{self, Route};
+use crate::state::AppState;
+use crate::transport::event_id::EventId;
+use crate::transport::pump::{Frame, OpenRequest, RequestPump};
+use crate::transport::respond;
+use crate::transport::session::{require_session, session_header, version_header};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header::CONTENT_LENGTH};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use mcp_bus::{Job, SessionId, SessionRecord, StandaloneCursor, StreamId};
+use mcp_protocol::{ErrorObject, Message, ProtocolVersion, RequestId, jsonrpc};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// How long past a job's deadline the gateway waits for the worker's own answer before
+/// answering for it.
+const DEADLINE_GRACE: Duration = Duration::from_secs(2);
+
+/// Handles POST /mcp.
+pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    match handle(app, headers, body).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+struct PendingJob {
+    id: RequestId,
+    method: String,
+    params: Option<Value>,
+}
+
+async fn handle(app: AppState, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
+    if app.draining.is_cancelled() {
+        return Err(HttpError::Unavailable(
+            "the gateway is shutting down; retry on another node".into(),
+        ));
+    }
+    require_json_body(&headers)?;
+    let accepts = Accepts::from_headers(&headers);
+    if !accepts.json && !accepts.sse {
+        return Err(HttpError::NotAcceptable(
+            "the client must accept application/json and/or text/event-stream",
+        ));
+    }
+    let bytes = read_body(body, app.config.max_body_bytes, &headers).await?;
+    let value: Value =
+        serde_json::from_slice(&bytes).map_err(|e| HttpError::Parse(e.to_string()))?;
+    let (items, batch) = match value {
+        Value::Array(items) if items.is_empty() => {
+            return Err(HttpError::InvalidRequest("an empty JSON-RPC batch".into()));
+        }
+        Value::Array(items) => (items, true),
+        single => (vec![single], false),
+    };
+    let mut messages: Vec<_> = items.into_iter().map(Message::classify).collect();
+
+    if !batch && let Some(Err((id, error))) = messages.first() {
+        return Ok(bad_request(id.as_ref(), error.clone()));
+    }
+    let is_initialize = |m: &Result<Message, _>| matches!(m, Ok(Message::Request { method, .. }) if method == "initialize");
+    if messages.iter().any(is_initialize) {
+        if batch {
+            return Err(HttpError::InvalidRequest(
+                "initialize must not be part of a JSON-RPC batch".into(),
+            ));
+        }
+        if let Some(Ok(Message::Request { id, params, .. })) = messages.pop() {
+            return initialize(&app, &headers, accepts, id, params).await;
+        }
+    }
+
+    let (session, version) = if app.config.stateless {
+        let version = version_header(&headers)?.unwrap_or(ProtocolVersion::V2025_03_26);
+        (None, version)
+    } else {
+        let ctx = require_session(&app, &headers).await?;
+        (Some(ctx.record), ctx.version)
+    };
+    if batch && !version.allows_batches() {
+        return Err(HttpError::InvalidRequest(format!(
+            "JSON-RPC batches are not part of protocol revision {version}"
+        )));
+    }
+    let session_id = session.as_ref().map(|r| r.id.clone());
+
+    let mut immediate = Vec::new();
+    let mut jobs = Vec::new();
+    for message in messages {
+        match message {
+            Err((id, error)) => immediate.push(jsonrpc::response_err(id.as_ref(), error)),
+            Ok(Message::Notification { method, params }) => {
+                let handled =
+                    methods::notification(&app, session_id.as_ref(), &method, params.as_ref())
+                        .await;
+                if let Err(error) = handled {
+                    if !batch {
+                        return Ok(bad_request(None, error));
+                    }
+                    tracing::debug!(method, error = %error.message, "ignored a bad notification in a batch");
+                }
+            }
+            Ok(Message::Response { id, outcome }) => {
+                if let Err(error) =
+                    methods::client_response(&app, session_id.as_ref(), id, outcome).await
+                {
+                    if !batch {
+                        return Ok(bad_request(None, error));
+                    }
+                    tracing::debug!(error = %error.message, "ignored a bad response in a batch");
+                }
+            }
+            Ok(Message::Request { id, method, params }) => {
+                match methods::route(&app, session_id.as_ref(), &method, params.as_ref()).await {
+                    Route::Local(Ok(result)) => immediate.push(jsonrpc::response_ok(&id, result)),
+                    Route::Local(Err(error)) => {
+                        immediate.push(jsonrpc::response_err(Some(&id), error))
+                    }
+                    Route::Job => jobs.push(PendingJob { id, method, params }),
+                }
+            }
+        }
+    }
+
+    if jobs.is_empty() {
+        if immediate.is_empty() {
+            return Ok(StatusCode::ACCEPTED.into_response());
+        }
+        if !accepts.json {
+            let (tx, rx) = mpsc::channel(immediate.len());
+            for response in immediate {
+                let _ = tx.try_send(Frame::unlogged_response(response));
+            }
+            return Ok(respond::sse(&app, rx, None));
+        }
+        return Ok(respond::json(immediate, batch, None));
+    }
+    start_jobs(
+        app, session, version, accepts, batch, immediate, jobs, &headers,
+    )
+    .await
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start_jobs(
+    app: AppState,
+    session: Option<SessionRecord>,
+    version: ProtocolVersion,
+    accepts: Accepts,
+    batch: bool,
+    mut immediate: Vec<Value>,
+    jobs: Vec<PendingJob>,
+    headers: &HeaderMap,
+) -> Result<Response, HttpError> {
+    let streaming = accepts.sse;
+    let (record, ephemeral) = match session {
+        Some(record) => (record, false),
+        None => {
+            let record = new_record(
+                &app,
+                version,
+                serde_json::json!({}),
+                serde_json::json!({}),
+                true,
+            )
+            .await?;
+            app.bus.create_session(record.clone()).await?;
+            (record, true)
+        }
+    };
+    // Subscribe before any job exists, so not even its first event can be missed.
+    let subscription = app.bus.subscribe(&record.id).await?;
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let deadline = app.config.job_timeout();
+    let mut open = HashMap::new();
+    let mut first_stream = None;
+    let single = !batch && immediate.is_empty() && jobs.len() == 1;
+    for pending in jobs {
+        let stream = StreamId::generate();
+        let job = Job {
+            session: record.id.clone(),
+            stream,
+            request_id: pending.id.clone(),
+            progress_token: jsonrpc::progress_token(pending.params.as_ref()),
+            method: pending.method,
+            params: pending.params.unwrap_or_else(jsonrpc::empty_result),
+            protocol_version: version.as_str().to_owned(),
+            client_capabilities: record.client_capabilities.clone(),
+            log_level: record.log_level,
+            deadline_ms: mcp_bus::now_ms() + deadline.as_millis() as u64,
+            traceparent: traceparent.clone(),
+            attempt: 0,
+            streaming,
+            session_stream: !ephemeral,
+        };
+        match app.bus.enqueue(job).await {
+            Ok(()) => {
+                open.insert(
+                    stream,
+                    OpenRequest {
+                        request_id: Some(pending.id),
+                        give_up_at: Some(Instant::now() + deadline + DEADLINE_GRACE),
+                    },
+                );
+                first_stream.get_or_insert(stream);
+            }
+            Err(error) if single => {
+                if ephemeral {
+                    let _ = app.bus.end_session(&record.id).await;
+                }
+                return Err(error.into());
+            }
+            Err(error) => immediate.push(jsonrpc::response_err(
+                Some(&pending.id),
+                ErrorObject::new(jsonrpc::SERVER_ERROR, error.to_string()),
+            )),
+        }
+    }
+    let Some(first_stream) = first_stream else {
+        return Ok(respond::json(immediate, batch, None));
+    };
+
+    let (tx, rx) = mpsc::channel(32 + immediate.len());
+    if streaming && version.sse_priming() {
+        let priming = EventId::Request {
+            stream: first_stream,
+            seq: subscription.head,
+        };
+        let _ = tx.try_send(Frame::empty(priming, None));
+    }
+    for response in immediate {
+        let _ = tx.try_send(Frame::unlogged_response(response));
+    }
+    let pump = RequestPump {
+        app: app.clone(),
+        session: record.id.clone(),
+        subscription,
+        prelude: Vec::new(),
+        open,
+        claim: rand::random(),
+        log_level: record.log_level,
+        resumable: streaming,
+    };
+    let bus = app.bus.clone();
+    let session_id = record.id.clone();
+    tokio::spawn(async move {
+        pump.run(tx).await;
+        if ephemeral {
+            let _ = bus.end_session(&session_id).await;
+        }
+    });
+    Ok(if streaming {
+        respond::sse(&app, rx, None)
+    } else {
+        respond::json_from_frames(rx, batch).await
+    })
+}
+
+async fn initialize(
+    app: &AppState,
+    headers: &HeaderMap,
+    accepts: Accepts,
+    id: RequestId,
+    params: Option<Value>,
+) -> Result<Response, HttpError> {
+    version_header(headers)?;
+    // A stale Mcp-Session-Id on initialize is ignored: the client is starting over, as a
+    // 404 told it to.
+    let _ = session_header(headers);
+    let request = match lifecycle::negotiate(params.as_ref()) {
+        Ok(request) => request,
+        Err(error) => return Ok(bad_request(Some(&id), error)),
+    };
+    let session = if app.config.stateless {
+        None
+    } else {
+        let record = new_record(
+            app,
+            request.version,
+            request.capabilities,
+            request.client_info,
+            false,
+        )
+        .await?;
+        app.bus.create_session(record.clone()).await?;
+        tracing::info!(session = %record.id, version = %request.version, "session created");
+        Some(record.id)
+    };
+    let response = jsonrpc::response_ok(&id, lifecycle::initialize_result(request.version));
+    if accepts.json {
+        return Ok(respond::json(vec![response], false, session.as_ref()));
+    }
+    let (tx, rx) = mpsc::channel(1);
+    let _ = tx.try_send(Frame::unlogged_response(response));
+    Ok(respond::sse(app, rx, session.as_ref()))
+}
+
+async fn new_record(
+    app: &AppState,
+    version: ProtocolVersion,
+    client_capabilities: Value,
+    client_info: Value,
+    ephemeral: bool,
+) -> Result<SessionRecord, HttpError> {
+    let broadcast_seq = app.bus.broadcast_head().await?;
+    Ok(SessionRecord {
+        id: SessionId::generate(),
+        protocol_version: version.as_str().to_owned(),
+        client_capabilities,
+        client_info,
+        log_level: None,
+        principal: String::new(),
+        created_ms: mcp_bus::now_ms(),
+        standalone_cursor: StandaloneCursor {
+            session_seq: 0,
+            broadcast_seq,
+        },
+        ephemeral,
+    })
+}
+
+/// 400 with a JSON-RPC error body (the request's id when it could be read).
+fn bad_request(id: Option<&RequestId>, error: ErrorObject) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(jsonrpc::response_err(id, error)),
+    )
+        .into_response()
+}
+
+async fn read_body(body: Body, limit: usize, headers: &HeaderMap) -> Result<Bytes, HttpError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(HttpError::PayloadTooLarge(limit));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(HttpError::PayloadTooLarge(limit))
+        }
+        Err(e) => Err(HttpError::InvalidRequest(format!(
+            "could not read the body: {e}"
+        ))),
+    }
+}

@@ -1,0 +1,139 @@
+//! Shaping answers: SSE streams from frames, or plain JSON.
+
+use crate::state::AppState;
+use crate::transport::pump::Frame;
+use crate::transport::session::SESSION_HEADER;
+use axum::Json;
+use axum::body::Body;
+use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use mcp_bus::SessionId;
+use serde_json::Value;
+use std::convert::Infallible;
+use tokio::sync::mpsc;
+
+/// Encodes one frame as an SSE event. axum's `Event` cannot write the empty `data:` field
+/// the priming event needs (it omits empty data, and parsers then dispatch nothing), and
+/// every payload here is one line of compact JSON, so the framing is written directly.
+pub fn encode_frame(frame: &Frame) -> Bytes {
+    let data = frame
+        .data
+        .as_ref()
+        .map(Value::to_string)
+        .unwrap_or_default();
+    let mut out = String::with_capacity(data.len() + 64);
+    if let Some(id) = &frame.id {
+        out.push_str("id: ");
+        out.push_str(id);
+        out.push('\n');
+    }
+    if let Some(retry) = frame.retry {
+        out.push_str(&format!("retry: {}\n", retry.as_millis()));
+    }
+    out.push_str("data: ");
+    // serde_json's compact form never contains a raw newline; this guards the invariant.
+    out.push_str(&data.replace(['\n', '\r'], " "));
+    out.push_str("\n\n");
+    Bytes::from(out)
+}
+
+const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
+
+/// An SSE response fed by `frames`; it ends when the sender side is dropped. An idle
+/// stream gets a keep-alive comment every interval, so proxies do not cut it.
+pub fn sse(app: &AppState, frames: mpsc::Receiver<Frame>, session: Option<&SessionId>) -> Response {
+    let every = app.config.keepalive();
+    let keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    let body = futures::stream::unfold(
+        (frames, keep_alive),
+        move |(mut frames, mut keep_alive)| async move {
+            let chunk = tokio::select! {
+                frame = frames.recv() => {
+                    let frame = frame?;
+                    keep_alive.reset();
+                    encode_frame(&frame)
+                }
+                _ = keep_alive.tick() => Bytes::from_static(KEEP_ALIVE),
+            };
+            Some((Ok::<_, Infallible>(chunk), (frames, keep_alive)))
+        },
+    );
+    let mut response = Response::new(Body::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("no-cache, no-transform"),
+    );
+    // Proxies such as nginx buffer responses unless told not to, which stalls SSE.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    with_session(response, session)
+}
+
+/// A JSON response: one message, or an array for a batch.
+pub fn json(responses: Vec<Value>, batch: bool, session: Option<&SessionId>) -> Response {
+    let body = if batch {
+        Value::Array(responses)
+    } else {
+        responses.into_iter().next().unwrap_or(Value::Null)
+    };
+    with_session((StatusCode::OK, Json(body)).into_response(), session)
+}
+
+/// Collects the final responses of a pump's frames into one JSON answer (for clients that
+/// accept only `application/json`; notifications are dropped, as they cannot be carried).
+pub async fn json_from_frames(mut frames: mpsc::Receiver<Frame>, batch: bool) -> Response {
+    let mut responses = Vec::new();
+    while let Some(frame) = frames.recv().await {
+        if frame.is_response
+            && let Some(data) = frame.data
+        {
+            responses.push(data);
+        }
+    }
+    if responses.is_empty() {
+        // Every request was cancelled: JSON-RPC sends no response to a cancelled request.
+        return StatusCode::ACCEPTED.into_response();
+    }
+    json(responses, batch, None)
+}
+
+fn with_session(mut response: Response, session: Option<&SessionId>) -> Response {
+    if let Some(id) = session
+        && let Ok(value) = HeaderValue::from_str(id.as_str())
+    {
+        response.headers_mut().insert(SESSION_HEADER, value);
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::event_id::EventId;
+    use mcp_bus::StreamId;
+    use serde_json::json;
+    use std::time::Duration;
+
+    #[test]
+    fn encodes_events_with_ids_retry_and_empty_data() {
+        let id = EventId::Request {
+            stream: StreamId(1),
+            seq: 2,
+        };
+        let priming = encode_frame(&Frame::empty(id, None));
+        assert_eq!(&priming[..], b"id: r.0000000000000001.2\ndata: \n\n");
+        let retry = encode_frame(&Frame::empty(id, Some(Duration::from_millis(1500))));
+        assert_eq!(
+            &retry[..],
+            b"id: r.0000000000000001.2\nretry: 1500\ndata: \n\n"
+        );
+        let message = encode_frame(&Frame::unlogged_response(json!({"a": "x\ny"})));
+        assert_eq!(
+            &message[..],
+            br#"data: {"a":"x\ny"}"#.iter().chain(b"\n\n").copied().collect::<Vec<u8>>().as_slice()
+        );
+    }
+}
