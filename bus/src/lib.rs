@@ -12,7 +12,7 @@
 //!   [`Control`], [`SessionRecord`], [`WorkerInfo`].
 //! - [`ids`]: session ids (128-bit CSPRNG) and stream ids.
 //! - [`memory`]: the in-process implementation.
-//! - [`error`]: [`BusError`].
+//! - [`error`]: the bus error type, [`BusError`].
 //! - `conformance` (tests only): one test suite every implementation must pass.
 
 pub mod contract;

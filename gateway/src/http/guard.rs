@@ -67,7 +67,7 @@ impl OriginPolicy {
             return true;
         };
         let name = strip_port(&host.to_ascii_lowercase());
-        hosts.iter().any(|h| *h == name)
+        hosts.contains(&name)
     }
 
     fn origin_allowed(&self, origin: &str) -> bool {
