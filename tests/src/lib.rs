@@ -1,1 +1,14 @@
+//! Harness for the end-to-end tests: real gateway processes on loopback ports, driven over
+//! real HTTP.
+//!
+//! # Layout
+//! - [`process`]: building the binaries once and running them as child processes
+//!   ([`Gateway`]), with the address each one actually bound.
+//! - [`client`]: a raw Streamable HTTP client ([`RawClient`]) that shows every status,
+//!   header and SSE event, for tests that check the transport itself.
 
+pub mod client;
+pub mod process;
+
+pub use client::{RawClient, SseEvent, SseReader};
+pub use process::{Gateway, binary};

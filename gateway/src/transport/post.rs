@@ -8,7 +8,7 @@ use crate::state::AppState;
 use crate::transport::event_id::EventId;
 use crate::transport::pump::{Frame, OpenRequest, RequestPump};
 use crate::transport::respond;
-use crate::transport::session::{require_session, session_header, version_header};
+use crate::transport::session::{require_session, version_header};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -278,10 +278,10 @@ async fn initialize(
     id: RequestId,
     params: Option<Value>,
 ) -> Result<Response, HttpError> {
-    version_header(headers)?;
-    // A stale Mcp-Session-Id on initialize is ignored: the client is starting over, as a
-    // 404 told it to.
-    let _ = session_header(headers);
+    // The version is negotiated in the body; the header is only defined for the requests
+    // that follow. A stale Mcp-Session-Id is ignored too: the client is starting over, as
+    // a 404 told it to.
+    let _ = headers;
     let request = match lifecycle::negotiate(params.as_ref()) {
         Ok(request) => request,
         Err(error) => return Ok(bad_request(Some(&id), error)),
