@@ -63,7 +63,10 @@ impl SseReader {
     }
 
     /// The next event that carries a JSON message (skips priming and retry events).
-    pub async fn next_message(&mut self, timeout: Duration) -> anyhow::Result<Option<(SseEvent, Value)>> {
+    pub async fn next_message(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<(SseEvent, Value)>> {
         loop {
             match self.next(timeout).await? {
                 None => return Ok(None),
@@ -116,9 +119,15 @@ impl RawClient {
     pub fn headers(&self) -> HeaderMap {
         let mut h = HeaderMap::new();
         h.insert("content-type", HeaderValue::from_static("application/json"));
-        h.insert("accept", HeaderValue::from_static("application/json, text/event-stream"));
+        h.insert(
+            "accept",
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
         if let Some(s) = &self.session {
-            h.insert("mcp-session-id", HeaderValue::from_str(s).expect("session id"));
+            h.insert(
+                "mcp-session-id",
+                HeaderValue::from_str(s).expect("session id"),
+            );
         }
         h.insert(
             "mcp-protocol-version",
@@ -128,17 +137,40 @@ impl RawClient {
     }
 
     /// POSTs a body with the session headers, overridden by `extra`.
-    pub async fn post_with(&self, body: &Value, extra: &[(&str, &str)]) -> anyhow::Result<reqwest::Response> {
+    pub async fn post_with(
+        &self,
+        body: &Value,
+        extra: &[(&str, &str)],
+    ) -> anyhow::Result<reqwest::Response> {
         let mut headers = self.headers();
         for (k, v) in extra {
-            headers.insert(HeaderName::from_bytes(k.as_bytes())?, HeaderValue::from_str(v)?);
+            headers.insert(
+                HeaderName::from_bytes(k.as_bytes())?,
+                HeaderValue::from_str(v)?,
+            );
         }
-        Ok(self.http.post(&self.url).headers(headers).json(body).send().await?)
+        Ok(self
+            .http
+            .post(&self.url)
+            .headers(headers)
+            .json(body)
+            .send()
+            .await?)
     }
 
     /// POSTs a raw body with exactly these headers.
-    pub async fn post_raw(&self, body: impl Into<reqwest::Body>, headers: HeaderMap) -> anyhow::Result<reqwest::Response> {
-        Ok(self.http.post(&self.url).headers(headers).body(body).send().await?)
+    pub async fn post_raw(
+        &self,
+        body: impl Into<reqwest::Body>,
+        headers: HeaderMap,
+    ) -> anyhow::Result<reqwest::Response> {
+        Ok(self
+            .http
+            .post(&self.url)
+            .headers(headers)
+            .body(body)
+            .send()
+            .await?)
     }
 
     /// POSTs a JSON-RPC message with the session headers.
@@ -153,7 +185,11 @@ impl RawClient {
     }
 
     /// Like [`RawClient::initialize`], declaring client capabilities.
-    pub async fn initialize_with(&mut self, version: &str, capabilities: Value) -> anyhow::Result<Value> {
+    pub async fn initialize_with(
+        &mut self,
+        version: &str,
+        capabilities: Value,
+    ) -> anyhow::Result<Value> {
         self.version = version.to_owned();
         self.session = None;
         let body = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{
@@ -162,7 +198,11 @@ impl RawClient {
             "clientInfo": {"name": "e2e-raw", "version": "0"}
         }});
         let response = self.post(&body).await?;
-        anyhow::ensure!(response.status() == 200, "initialize: HTTP {}", response.status());
+        anyhow::ensure!(
+            response.status() == 200,
+            "initialize: HTTP {}",
+            response.status()
+        );
         self.session = response
             .headers()
             .get("mcp-session-id")
@@ -184,10 +224,16 @@ impl RawClient {
         let response = self
             .post(&json!({"jsonrpc":"2.0","id":id,"method":method,"params":params}))
             .await?;
-        anyhow::ensure!(response.status() == 200, "{method}: HTTP {}", response.status());
+        anyhow::ensure!(
+            response.status() == 200,
+            "{method}: HTTP {}",
+            response.status()
+        );
         let ct = content_type(&response);
         if ct.starts_with("text/event-stream") {
-            let events = SseReader::new(response).collect(Duration::from_secs(30)).await?;
+            let events = SseReader::new(response)
+                .collect(Duration::from_secs(30))
+                .await?;
             return events
                 .into_iter()
                 .map(|e| e.json())
@@ -212,7 +258,11 @@ impl RawClient {
         let response = self
             .post(&json!({"jsonrpc":"2.0","id":id,"method":"tools/call","params":params}))
             .await?;
-        anyhow::ensure!(response.status() == 200, "tools/call: HTTP {}", response.status());
+        anyhow::ensure!(
+            response.status() == 200,
+            "tools/call: HTTP {}",
+            response.status()
+        );
         anyhow::ensure!(
             content_type(&response).starts_with("text/event-stream"),
             "tools/call answered {} instead of an SSE stream",
@@ -222,7 +272,13 @@ impl RawClient {
     }
 
     /// Calls a tool and returns every event until the stream ends.
-    pub async fn call_tool(&self, id: i64, name: &str, arguments: Value, progress_token: Option<&str>) -> anyhow::Result<Vec<SseEvent>> {
+    pub async fn call_tool(
+        &self,
+        id: i64,
+        name: &str,
+        arguments: Value,
+        progress_token: Option<&str>,
+    ) -> anyhow::Result<Vec<SseEvent>> {
         self.call_tool_stream(id, name, arguments, progress_token)
             .await?
             .collect(Duration::from_secs(30))
@@ -231,7 +287,10 @@ impl RawClient {
 
     /// Opens a GET stream, optionally resuming after `last_event_id`.
     pub async fn get(&self, last_event_id: Option<&str>) -> anyhow::Result<reqwest::Response> {
-        let mut req = self.http.get(&self.url).header("accept", "text/event-stream");
+        let mut req = self
+            .http
+            .get(&self.url)
+            .header("accept", "text/event-stream");
         if let Some(s) = &self.session {
             req = req.header("mcp-session-id", s);
         }
@@ -271,5 +330,9 @@ pub fn content_type(response: &reqwest::Response) -> String {
 
 /// The JSON messages of a list of events (priming and retry events left out).
 pub fn messages(events: &[SseEvent]) -> Vec<Value> {
-    events.iter().filter(|e| !e.data.is_empty()).map(SseEvent::json).collect()
+    events
+        .iter()
+        .filter(|e| !e.data.is_empty())
+        .map(SseEvent::json)
+        .collect()
 }

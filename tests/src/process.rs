@@ -14,7 +14,9 @@ pub fn binary(name: &str) -> PathBuf {
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "-p", "gateway", "-p", "worker", "--bins"])
+            .args([
+                "build", "--quiet", "-p", "gateway", "-p", "worker", "--bins",
+            ])
             .current_dir(workspace_root())
             .status()
             .expect("run cargo build for the gateway and worker binaries");
@@ -73,7 +75,10 @@ impl Gateway {
             Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();
-                bail!("the gateway did not report its address; log: {:?}", log.lock().map(|l| l.clone()));
+                bail!(
+                    "the gateway did not report its address; log: {:?}",
+                    log.lock().map(|l| l.clone())
+                );
             }
         };
         Ok(Self {

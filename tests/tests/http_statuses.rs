@@ -27,7 +27,10 @@ async fn status_of_headers_only(gw: &Gateway, session: &str, length: usize) -> u
         .unwrap()
         .unwrap();
     let text = String::from_utf8_lossy(&buf[..n]);
-    text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0)
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
 }
 
 async fn error_of(response: reqwest::Response) -> (u16, Value) {
@@ -69,40 +72,83 @@ async fn bad_input_gets_the_status_and_error_the_spec_names() {
     let ping = json!({"jsonrpc":"2.0","id":1,"method":"ping"});
 
     // 406: an Accept that allows neither JSON nor SSE.
-    let r = client.post_with(&ping, &[("accept", "text/html")]).await.unwrap();
+    let r = client
+        .post_with(&ping, &[("accept", "text/html")])
+        .await
+        .unwrap();
     assert_eq!(r.status(), 406);
     // 415: not JSON.
-    let r = client.post_with(&ping, &[("content-type", "text/plain")]).await.unwrap();
+    let r = client
+        .post_with(&ping, &[("content-type", "text/plain")])
+        .await
+        .unwrap();
     assert_eq!(r.status(), 415);
     // 400 + -32700: malformed JSON.
-    let (status, body) = error_of(client.post_raw("{\"jsonrpc\":", client.headers()).await.unwrap()).await;
-    assert_eq!((status, body["error"]["code"].as_i64()), (400, Some(-32700)));
+    let (status, body) = error_of(
+        client
+            .post_raw("{\"jsonrpc\":", client.headers())
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_i64()),
+        (400, Some(-32700))
+    );
     // 400 + -32600: JSON, but not JSON-RPC.
-    for bad in [json!({"id": 1, "method": "ping"}), json!("ping"), json!({"jsonrpc":"2.0","id":null,"method":"ping"}), json!([])] {
+    for bad in [
+        json!({"id": 1, "method": "ping"}),
+        json!("ping"),
+        json!({"jsonrpc":"2.0","id":null,"method":"ping"}),
+        json!([]),
+    ] {
         let (status, body) = error_of(client.post(&bad).await.unwrap()).await;
-        assert_eq!((status, body["error"]["code"].as_i64()), (400, Some(-32600)), "{bad}");
+        assert_eq!(
+            (status, body["error"]["code"].as_i64()),
+            (400, Some(-32600)),
+            "{bad}"
+        );
     }
     // -32601: an unknown method (a well-formed request: HTTP 200, JSON-RPC error).
-    let v = client.request(2, "resources/teleport", json!({})).await.unwrap();
+    let v = client
+        .request(2, "resources/teleport", json!({}))
+        .await
+        .unwrap();
     assert_eq!(v["error"]["code"], -32601);
     assert_eq!(v["id"], 2);
     // -32602: bad params of a method the gateway answers.
-    let v = client.request(3, "logging/setLevel", json!({"level": "loud"})).await.unwrap();
+    let v = client
+        .request(3, "logging/setLevel", json!({"level": "loud"}))
+        .await
+        .unwrap();
     assert_eq!(v["error"]["code"], -32602);
     // 413: a declared length over the limit (default 4 MiB) is refused before the body is
     // read: a raw socket sends only the headers.
-    assert_eq!(status_of_headers_only(&gw, client.session.as_deref().unwrap(), 5 * 1024 * 1024).await, 413);
+    assert_eq!(
+        status_of_headers_only(&gw, client.session.as_deref().unwrap(), 5 * 1024 * 1024).await,
+        413
+    );
     // 413: a chunked body (no declared length) that grows past the limit.
     let limit = 4 * 1024 * 1024;
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![Ok(vec![b' '; limit]), Ok(b"{}      ".to_vec())];
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        vec![Ok(vec![b' '; limit]), Ok(b"{}      ".to_vec())];
     let body = reqwest::Body::wrap_stream(futures::stream::iter(chunks));
     let r = client.post_raw(body, client.headers()).await.unwrap();
     assert_eq!(r.status(), 413);
     // 400: an unsupported MCP-Protocol-Version.
-    let (status, _) = error_of(client.post_with(&ping, &[("mcp-protocol-version", "1999-01-01")]).await.unwrap()).await;
+    let (status, _) = error_of(
+        client
+            .post_with(&ping, &[("mcp-protocol-version", "1999-01-01")])
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 400);
     // A supported revision other than the negotiated one is accepted.
-    let r = client.post_with(&ping, &[("mcp-protocol-version", "2025-03-26")]).await.unwrap();
+    let r = client
+        .post_with(&ping, &[("mcp-protocol-version", "2025-03-26")])
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     // The node keeps serving.
@@ -119,7 +165,10 @@ async fn sessions_are_required_known_and_deletable() {
     let mut anonymous = client.clone();
     anonymous.session = None;
     let (status, _) = error_of(anonymous.post(&ping).await.unwrap()).await;
-    assert_eq!(status, 400, "a non-initialize request without Mcp-Session-Id");
+    assert_eq!(
+        status, 400,
+        "a non-initialize request without Mcp-Session-Id"
+    );
     assert_eq!(anonymous.get(None).await.unwrap().status(), 400);
 
     let mut stranger = client.clone();
@@ -131,7 +180,11 @@ async fn sessions_are_required_known_and_deletable() {
     assert_eq!(stranger.post(&ping).await.unwrap().status(), 404);
 
     assert_eq!(client.delete().await.unwrap(), 204);
-    assert_eq!(client.post(&ping).await.unwrap().status(), 404, "a deleted session is gone");
+    assert_eq!(
+        client.post(&ping).await.unwrap().status(),
+        404,
+        "a deleted session is gone"
+    );
     assert_eq!(client.delete().await.unwrap(), 404);
     assert_eq!(client.get(None).await.unwrap().status(), 404);
 
@@ -174,14 +227,30 @@ async fn batches_exist_only_in_2025_03_26() {
     ]);
     let new = session(&gw, "2025-06-18").await;
     let (status, body) = error_of(new.post(&batch).await.unwrap()).await;
-    assert_eq!((status, body["error"]["code"].as_i64()), (400, Some(-32600)));
+    assert_eq!(
+        (status, body["error"]["code"].as_i64()),
+        (400, Some(-32600))
+    );
 
     let old = session(&gw, "2025-03-26").await;
-    let r = old.post_with(&batch, &[("accept", "application/json")]).await.unwrap();
+    let r = old
+        .post_with(&batch, &[("accept", "application/json")])
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let answers: Vec<Value> = r.json().await.unwrap();
-    let by_id = |id: i64| answers.iter().find(|a| a["id"] == id).cloned().unwrap_or(Value::Null);
-    assert_eq!(answers.len(), 4, "one answer per request, none for the notification: {answers:?}");
+    let by_id = |id: i64| {
+        answers
+            .iter()
+            .find(|a| a["id"] == id)
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(
+        answers.len(),
+        4,
+        "one answer per request, none for the notification: {answers:?}"
+    );
     assert_eq!(by_id(1)["result"], json!({}));
     assert!(by_id(2)["result"]["tools"].is_array());
     assert_eq!(by_id(3)["error"]["code"], -32601);
@@ -194,13 +263,28 @@ async fn batches_exist_only_in_2025_03_26() {
     ]);
     let r = old.post(&with_call).await.unwrap();
     assert!(content_type(&r).starts_with("text/event-stream"));
-    let events = e2e_tests::SseReader::new(r).collect(std::time::Duration::from_secs(10)).await.unwrap();
-    let ids: Vec<Value> = e2e_tests::client::messages(&events).iter().map(|m| m["id"].clone()).collect();
+    let events = e2e_tests::SseReader::new(r)
+        .collect(std::time::Duration::from_secs(10))
+        .await
+        .unwrap();
+    let ids: Vec<Value> = e2e_tests::client::messages(&events)
+        .iter()
+        .map(|m| m["id"].clone())
+        .collect();
     assert_eq!(ids, [json!(10), json!(11)]);
 
     // initialize cannot be batched.
     let init = json!([{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-03-26","capabilities":{},"clientInfo":{"name":"x","version":"0"}}}]);
-    let r = RawClient::new(&gw.url()).post_raw(init.to_string(), headers(&[("content-type", "application/json"), ("accept", "application/json, text/event-stream")])).await.unwrap();
+    let r = RawClient::new(&gw.url())
+        .post_raw(
+            init.to_string(),
+            headers(&[
+                ("content-type", "application/json"),
+                ("accept", "application/json, text/event-stream"),
+            ]),
+        )
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
 }
 
@@ -209,24 +293,45 @@ async fn dns_rebinding_is_refused_with_403() {
     let gw = Gateway::start(&[]).unwrap();
     let client = session(&gw, "2025-11-25").await;
     let ping = json!({"jsonrpc":"2.0","id":1,"method":"ping"});
-    let r = client.post_with(&ping, &[("origin", "http://evil.example.com")]).await.unwrap();
+    let r = client
+        .post_with(&ping, &[("origin", "http://evil.example.com")])
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
-    let r = client.post_with(&ping, &[("host", "evil.example.com")]).await.unwrap();
+    let r = client
+        .post_with(&ping, &[("host", "evil.example.com")])
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
-    let r = client.post_with(&ping, &[("host", "evil.example.com:8000")]).await.unwrap();
+    let r = client
+        .post_with(&ping, &[("host", "evil.example.com:8000")])
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
     // Loopback origins on any port, and the gateway's own host, are fine.
-    let r = client.post_with(&ping, &[("origin", "http://localhost:5173")]).await.unwrap();
+    let r = client
+        .post_with(&ping, &[("origin", "http://localhost:5173")])
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = client.post_with(&ping, &[("origin", "http://127.0.0.1:9")]).await.unwrap();
+    let r = client
+        .post_with(&ping, &[("origin", "http://127.0.0.1:9")])
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 
     // A configured allow-list replaces the loopback default.
     let gw = Gateway::start(&["--allowed-origin", "https://app.example.com"]).unwrap();
     let client = session(&gw, "2025-11-25").await;
-    let r = client.post_with(&ping, &[("origin", "https://app.example.com")]).await.unwrap();
+    let r = client
+        .post_with(&ping, &[("origin", "https://app.example.com")])
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    let r = client.post_with(&ping, &[("origin", "http://localhost:5173")]).await.unwrap();
+    let r = client
+        .post_with(&ping, &[("origin", "http://localhost:5173")])
+        .await
+        .unwrap();
     assert_eq!(r.status(), 403);
 }
 
@@ -237,13 +342,35 @@ async fn get_and_other_methods_are_checked() {
     let http = reqwest::Client::new();
     let sid = client.session.clone().unwrap();
 
-    let r = http.get(gw.url()).header("accept", "application/json").header("mcp-session-id", &sid).send().await.unwrap();
+    let r = http
+        .get(gw.url())
+        .header("accept", "application/json")
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 406, "GET must accept text/event-stream");
-    let r = http.get(gw.url()).header("accept", "text/event-stream").header("mcp-session-id", &sid).header("last-event-id", "garbage").send().await.unwrap();
+    let r = http
+        .get(gw.url())
+        .header("accept", "text/event-stream")
+        .header("mcp-session-id", &sid)
+        .header("last-event-id", "garbage")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400, "a Last-Event-ID we never issued");
-    let r = http.put(gw.url()).header("mcp-session-id", &sid).send().await.unwrap();
+    let r = http
+        .put(gw.url())
+        .header("mcp-session-id", &sid)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 405);
-    let r = http.get(format!("{}/healthz", gw.base)).send().await.unwrap();
+    let r = http
+        .get(format!("{}/healthz", gw.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
 }
 
@@ -253,16 +380,33 @@ async fn tool_errors_follow_the_negotiated_revision() {
     for version in ["2025-06-18", "2025-11-25"] {
         let client = session(&gw, version).await;
         // An unknown tool is a protocol error in every revision.
-        let v = client.request(1, "tools/call", json!({"name": "no_such_tool"})).await.unwrap();
+        let v = client
+            .request(1, "tools/call", json!({"name": "no_such_tool"}))
+            .await
+            .unwrap();
         assert_eq!(v["error"]["code"], -32602, "{version}");
         // params that are not a CallToolRequest are a protocol error.
-        let v = client.request(2, "tools/call", json!({"arguments": {}})).await.unwrap();
+        let v = client
+            .request(2, "tools/call", json!({"arguments": {}}))
+            .await
+            .unwrap();
         assert_eq!(v["error"]["code"], -32602, "{version}");
-        let v = client.request(3, "tools/call", json!({"name": "broadcast", "arguments": [1]})).await.unwrap();
+        let v = client
+            .request(
+                3,
+                "tools/call",
+                json!({"name": "broadcast", "arguments": [1]}),
+            )
+            .await
+            .unwrap();
         assert_eq!(v["error"]["code"], -32602, "{version}");
         // Arguments that break the tool's schema.
         let v = client
-            .request(4, "tools/call", json!({"name": "long_running_operation", "arguments": {"steps": 0}}))
+            .request(
+                4,
+                "tools/call",
+                json!({"name": "long_running_operation", "arguments": {"steps": 0}}),
+            )
             .await
             .unwrap();
         if version == "2025-11-25" {
@@ -277,7 +421,10 @@ async fn tool_errors_follow_the_negotiated_revision() {
             .request(5, "tools/call", json!({"name": "send_notification", "arguments": {"message": "x", "level": "loud"}}))
             .await
             .unwrap();
-        assert!(v["error"]["code"] == -32602 || v["result"]["isError"] == true, "{v}");
+        assert!(
+            v["error"]["code"] == -32602 || v["result"]["isError"] == true,
+            "{v}"
+        );
     }
 }
 
@@ -288,15 +435,35 @@ async fn tools_list_describes_the_demo_tools_with_schemas() {
     let v = client.request(1, "tools/list", json!({})).await.unwrap();
     let tools = v["result"]["tools"].as_array().unwrap();
     let names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
-    assert_eq!(names, ["broadcast", "long_running_operation", "send_notification", "server_status", "start_background_task"]);
-    let op = tools.iter().find(|t| t["name"] == "long_running_operation").unwrap();
+    assert_eq!(
+        names,
+        [
+            "broadcast",
+            "long_running_operation",
+            "send_notification",
+            "server_status",
+            "start_background_task"
+        ]
+    );
+    let op = tools
+        .iter()
+        .find(|t| t["name"] == "long_running_operation")
+        .unwrap();
     assert_eq!(op["inputSchema"]["type"], "object");
     assert_eq!(op["inputSchema"]["properties"]["steps"]["minimum"], 1);
     assert_eq!(op["inputSchema"]["properties"]["steps"]["maximum"], 10000);
     assert_eq!(op["inputSchema"]["properties"]["step_ms"]["maximum"], 60000);
-    let send = tools.iter().find(|t| t["name"] == "send_notification").unwrap();
+    let send = tools
+        .iter()
+        .find(|t| t["name"] == "send_notification")
+        .unwrap();
     assert_eq!(send["inputSchema"]["required"], json!(["message"]));
-    assert_eq!(send["inputSchema"]["properties"]["level"]["enum"].as_array().map(Vec::len), Some(8));
+    assert_eq!(
+        send["inputSchema"]["properties"]["level"]["enum"]
+            .as_array()
+            .map(Vec::len),
+        Some(8)
+    );
 }
 
 #[tokio::test]
@@ -306,18 +473,36 @@ async fn stateless_mode_serves_requests_without_sessions() {
     let body = json!({"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"0"}}});
     let r = client.post(&body).await.unwrap();
     assert_eq!(r.status(), 200);
-    assert!(r.headers().get("mcp-session-id").is_none(), "no session in stateless mode");
+    assert!(
+        r.headers().get("mcp-session-id").is_none(),
+        "no session in stateless mode"
+    );
     client.session = None;
     let events = client
-        .call_tool(1, "long_running_operation", json!({"steps": 3, "step_ms": 0}), Some("tok"))
+        .call_tool(
+            1,
+            "long_running_operation",
+            json!({"steps": 3, "step_ms": 0}),
+            Some("tok"),
+        )
         .await
         .unwrap();
     let msgs = e2e_tests::client::messages(&events);
     assert_eq!(msgs.len(), 4, "3 progress + the result: {msgs:?}");
-    assert_eq!(msgs[3]["result"]["content"][0]["text"], "operation completed: 3 steps");
+    assert_eq!(
+        msgs[3]["result"]["content"][0]["text"],
+        "operation completed: 3 steps"
+    );
     assert_eq!(client.get(None).await.unwrap().status(), 405);
     assert_eq!(client.delete().await.unwrap(), 405);
     // Background tasks need a standalone stream, which stateless mode does not have.
-    let v = client.request(2, "tools/call", json!({"name":"start_background_task","arguments":{"name":"x"}})).await.unwrap();
+    let v = client
+        .request(
+            2,
+            "tools/call",
+            json!({"name":"start_background_task","arguments":{"name":"x"}}),
+        )
+        .await
+        .unwrap();
     assert_eq!(v["result"]["isError"], true);
 }

@@ -1,0 +1,531 @@
+//! SSE streams end to end: progress, logging, the standalone stream, resumption of both
+//! kinds of stream, cancellation, takeover, slow clients and graceful drain.
+
+use e2e_tests::client::{content_type, messages};
+use e2e_tests::{Gateway, RawClient, SseReader};
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn session(gw: &Gateway, version: &str) -> RawClient {
+    let mut client = RawClient::new(&gw.url());
+    client.initialize(version).await.expect("initialize");
+    client
+}
+
+fn progress_values(msgs: &[Value]) -> Vec<f64> {
+    msgs.iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .filter_map(|m| m["params"]["progress"].as_f64())
+        .collect()
+}
+
+#[tokio::test]
+async fn progress_arrives_in_order_before_the_result_and_only_with_a_token() {
+    let gw = Gateway::start(&[]).unwrap();
+    let client = session(&gw, "2025-11-25").await;
+    let events = client
+        .call_tool(
+            1,
+            "long_running_operation",
+            json!({"steps": 20, "step_ms": 0}),
+            Some("p-1"),
+        )
+        .await
+        .unwrap();
+    // 2025-11-25: the first event primes the client with an id and empty data.
+    assert!(
+        events[0].data.is_empty() && !events[0].id.is_empty(),
+        "{:?}",
+        events[0]
+    );
+    let msgs = messages(&events);
+    assert_eq!(
+        progress_values(&msgs),
+        (1..=20).map(f64::from).collect::<Vec<_>>()
+    );
+    for m in &msgs[..20] {
+        assert_eq!(m["params"]["progressToken"], "p-1");
+        assert_eq!(m["params"]["total"], 20.0);
+    }
+    assert_eq!(msgs[5]["params"]["message"], "step 6/20");
+    assert_eq!(msgs[20]["id"], 1);
+    assert_eq!(
+        msgs[20]["result"]["content"][0]["text"],
+        "operation completed: 20 steps"
+    );
+    assert_eq!(msgs.len(), 21, "nothing after the result");
+    // Event ids are distinct and name the stream.
+    let ids: std::collections::HashSet<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids.len(), events.len());
+
+    // Without a progress token: no progress at all.
+    let events = client
+        .call_tool(
+            2,
+            "long_running_operation",
+            json!({"steps": 5, "step_ms": 0}),
+            None,
+        )
+        .await
+        .unwrap();
+    let msgs = messages(&events);
+    assert_eq!(msgs.len(), 1, "{msgs:?}");
+    assert_eq!(msgs[0]["id"], 2);
+}
+
+#[tokio::test]
+async fn older_revisions_get_no_priming_event() {
+    let gw = Gateway::start(&[]).unwrap();
+    let client = session(&gw, "2025-03-26").await;
+    let events = client
+        .call_tool(1, "send_notification", json!({"message": "m"}), None)
+        .await
+        .unwrap();
+    assert!(events.iter().all(|e| !e.data.is_empty()), "{events:?}");
+    assert_eq!(messages(&events).len(), 2);
+}
+
+#[tokio::test]
+async fn log_level_filters_notifications() {
+    let gw = Gateway::start(&[]).unwrap();
+    let client = session(&gw, "2025-11-25").await;
+    let events = client
+        .call_tool(1, "send_notification", json!({"message": "hello"}), None)
+        .await
+        .unwrap();
+    let msgs = messages(&events);
+    assert_eq!(msgs[0]["method"], "notifications/message");
+    assert_eq!(
+        msgs[0]["params"],
+        json!({"level": "info", "logger": "notify", "data": "hello"})
+    );
+    assert!(
+        msgs[1]["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("hello")
+    );
+
+    let v = client
+        .request(2, "logging/setLevel", json!({"level": "warning"}))
+        .await
+        .unwrap();
+    assert_eq!(v["result"], json!({}));
+    let events = client
+        .call_tool(
+            3,
+            "send_notification",
+            json!({"message": "quiet", "level": "info"}),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        messages(&events).len(),
+        1,
+        "info is below warning: only the result"
+    );
+    let events = client
+        .call_tool(
+            4,
+            "send_notification",
+            json!({"message": "loud", "level": "error"}),
+            None,
+        )
+        .await
+        .unwrap();
+    let msgs = messages(&events);
+    assert_eq!(msgs.len(), 2);
+    assert_eq!(msgs[0]["params"]["level"], "error");
+
+    // Broadcasts on the standalone stream are filtered by each session's level too.
+    let mut stream = client.open_stream(None).await.unwrap();
+    client
+        .call_tool(
+            5,
+            "broadcast",
+            json!({"message": "low", "level": "debug"}),
+            None,
+        )
+        .await
+        .unwrap();
+    client
+        .call_tool(
+            6,
+            "broadcast",
+            json!({"message": "high", "level": "critical"}),
+            None,
+        )
+        .await
+        .unwrap();
+    let (_, m) = stream.next_message(WAIT).await.unwrap().unwrap();
+    assert_eq!(m["params"]["data"], "high");
+}
+
+#[tokio::test]
+async fn a_json_only_client_gets_a_plain_json_result() {
+    let gw = Gateway::start(&[]).unwrap();
+    let client = session(&gw, "2025-11-25").await;
+    let call = json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"long_running_operation","arguments":{"steps":3,"step_ms":0},"_meta":{"progressToken":"t"}}});
+    let r = client
+        .post_with(&call, &[("accept", "application/json")])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(content_type(&r).starts_with("application/json"));
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["id"], 7);
+    assert_eq!(
+        v["result"]["content"][0]["text"],
+        "operation completed: 3 steps"
+    );
+}
+
+#[tokio::test]
+async fn the_standalone_stream_carries_broadcasts_and_background_tasks() {
+    let gw = Gateway::start(&[]).unwrap();
+    let a = session(&gw, "2025-11-25").await;
+    let b = session(&gw, "2025-06-18").await;
+    let mut stream_a = a.open_stream(None).await.unwrap();
+    let mut stream_b = b.open_stream(None).await.unwrap();
+    // 2025-11-25 primes the standalone stream; 2025-06-18 does not.
+    let first = stream_a.next(WAIT).await.unwrap().unwrap();
+    assert!(
+        first.data.is_empty() && first.id.starts_with("s."),
+        "{first:?}"
+    );
+
+    let events = a
+        .call_tool(1, "broadcast", json!({"message": "to everyone"}), None)
+        .await
+        .unwrap();
+    assert!(
+        messages(&events)[0]["result"].is_object(),
+        "a broadcast sends nothing on the request's own stream"
+    );
+    for stream in [&mut stream_a, &mut stream_b] {
+        let (event, m) = stream.next_message(WAIT).await.unwrap().unwrap();
+        assert!(event.id.starts_with("s."));
+        assert_eq!(
+            m["params"],
+            json!({"level": "info", "logger": "broadcast", "data": "to everyone"})
+        );
+    }
+
+    let v = a
+        .request(2, "tools/call", json!({"name": "start_background_task", "arguments": {"name": "job", "count": 3, "interval_ms": 10}}))
+        .await
+        .unwrap();
+    let text = v["result"]["content"][0]["text"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for tick in 1..=3 {
+        let (_, m) = stream_a.next_message(WAIT).await.unwrap().unwrap();
+        assert_eq!(m["params"]["logger"], "task/job");
+        assert_eq!(m["params"]["data"]["tick"], tick);
+        assert_eq!(m["params"]["data"]["of"], 3);
+        let id = m["params"]["data"]["id"].as_str().unwrap();
+        assert!(
+            text.contains(id),
+            "the result names the task id {id}: {text}"
+        );
+    }
+
+    let v = a
+        .request(3, "tools/call", json!({"name": "server_status"}))
+        .await
+        .unwrap();
+    let status: Value =
+        serde_json::from_str(v["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(status["gateways"], 1);
+    assert_eq!(status["sessions"], 2);
+    assert_eq!(status["workers"], 1);
+    assert_eq!(status["jobs_in_flight"], 1, "only the status call itself");
+}
+
+#[tokio::test]
+async fn messages_sent_while_no_stream_is_open_wait_for_the_next_one() {
+    let gw = Gateway::start(&[]).unwrap();
+    let a = session(&gw, "2025-11-25").await;
+    let b = session(&gw, "2025-11-25").await;
+    // b broadcasts while a has no standalone stream; the broadcast is logged before the
+    // tool answers, so a's first stream must carry it.
+    b.call_tool(
+        1,
+        "broadcast",
+        json!({"message": "while you were away"}),
+        None,
+    )
+    .await
+    .unwrap();
+    let mut stream = a.open_stream(None).await.unwrap();
+    let (_, m) = stream.next_message(WAIT).await.unwrap().unwrap();
+    assert_eq!(m["params"]["data"], "while you were away");
+}
+
+#[tokio::test]
+async fn a_dropped_standalone_stream_resumes_without_loss_or_duplicates() {
+    let gw = Gateway::start(&[]).unwrap();
+    let client = session(&gw, "2025-11-25").await;
+    let mut stream = client.open_stream(None).await.unwrap();
+    for i in 0..3 {
+        client
+            .call_tool(i, "broadcast", json!({"message": format!("b{i}")}), None)
+            .await
+            .unwrap();
+    }
+    let mut last_id = String::new();
+    for i in 0..2 {
+        let (event, m) = stream.next_message(WAIT).await.unwrap().unwrap();
+        assert_eq!(m["params"]["data"], format!("b{i}"));
+        last_id = event.id;
+    }
+    drop(stream); // the connection drops after b1
+    for i in 3..5 {
+        client
+            .call_tool(i, "broadcast", json!({"message": format!("b{i}")}), None)
+            .await
+            .unwrap();
+    }
+    let mut resumed = client.open_stream(Some(&last_id)).await.unwrap();
+    for i in 2..5 {
+        let (_, m) = resumed.next_message(WAIT).await.unwrap().unwrap();
+        assert_eq!(
+            m["params"]["data"],
+            format!("b{i}"),
+            "exactly the missed events, in order"
+        );
+    }
+    client
+        .call_tool(9, "broadcast", json!({"message": "live"}), None)
+        .await
+        .unwrap();
+    let (_, m) = resumed.next_message(WAIT).await.unwrap().unwrap();
+    assert_eq!(
+        m["params"]["data"], "live",
+        "then live ones, with no duplicate before them"
+    );
+}
+
+#[tokio::test]
+async fn a_dropped_request_stream_resumes_with_the_rest_and_the_result() {
+    let gw = Gateway::start(&[]).unwrap();
+    let client = session(&gw, "2025-11-25").await;
+    let mut stream = client
+        .call_tool_stream(
+            1,
+            "long_running_operation",
+            json!({"steps": 10, "step_ms": 30}),
+            Some("tok"),
+        )
+        .await
+        .unwrap();
+    let mut last_id = String::new();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        let (event, m) = stream.next_message(WAIT).await.unwrap().unwrap();
+        seen.push(m["params"]["progress"].as_f64().unwrap());
+        last_id = event.id;
+    }
+    drop(stream); // the POST's connection drops mid-call; the call goes on
+    let resumed = client.open_stream(Some(&last_id)).await.unwrap();
+    let rest = messages(&resumed.collect(WAIT).await.unwrap());
+    seen.extend(progress_values(&rest));
+    assert_eq!(
+        seen,
+        (1..=10).map(f64::from).collect::<Vec<_>>(),
+        "no gap, no duplicate"
+    );
+    let last = rest.last().unwrap();
+    assert_eq!(last["id"], 1);
+    assert_eq!(
+        last["result"]["content"][0]["text"],
+        "operation completed: 10 steps"
+    );
+
+    // Resuming a stream that already ended yields an empty stream that ends at once.
+    let again = client.open_stream(Some(&last_id)).await.unwrap();
+    let replayed = messages(&again.collect(WAIT).await.unwrap());
+    assert!(
+        replayed
+            .iter()
+            .all(|m| m["id"] == 1 || m["method"] == "notifications/progress")
+    );
+}
+
+#[tokio::test]
+async fn cancellation_stops_the_tool_and_no_response_follows() {
+    let gw = Gateway::start(&[]).unwrap();
+    let client = session(&gw, "2025-11-25").await;
+    let mut stream = client
+        .call_tool_stream(
+            41,
+            "long_running_operation",
+            json!({"steps": 1000, "step_ms": 20}),
+            Some("c"),
+        )
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let (_, m) = stream.next_message(WAIT).await.unwrap().unwrap();
+        assert_eq!(m["method"], "notifications/progress");
+    }
+    let r = client
+        .post(&json!({"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":41,"reason":"user"}}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let rest = messages(&stream.collect(WAIT).await.unwrap());
+    assert!(
+        rest.iter().all(|m| m.get("id").is_none()),
+        "no response to a cancelled request: {rest:?}"
+    );
+    assert!(
+        rest.len() < 100,
+        "the tool stopped: {} more progress events",
+        rest.len()
+    );
+    let v = client
+        .request(2, "tools/call", json!({"name": "server_status"}))
+        .await
+        .unwrap();
+    let status: Value =
+        serde_json::from_str(v["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(status["jobs_in_flight"], 1, "the cancelled job is finished");
+}
+
+#[tokio::test]
+async fn a_new_standalone_stream_takes_over_from_the_old_one() {
+    let gw = Gateway::start(&[]).unwrap();
+    let client = session(&gw, "2025-11-25").await;
+    let mut old = client.open_stream(None).await.unwrap();
+    let _priming = old.next(WAIT).await.unwrap();
+    let mut new = client.open_stream(None).await.unwrap();
+    assert_eq!(
+        old.next_message(WAIT).await.unwrap(),
+        None,
+        "the old stream ends"
+    );
+    client
+        .call_tool(1, "broadcast", json!({"message": "once"}), None)
+        .await
+        .unwrap();
+    let (_, m) = new.next_message(WAIT).await.unwrap().unwrap();
+    assert_eq!(m["params"]["data"], "once");
+}
+
+#[tokio::test]
+async fn a_slow_client_is_cut_off_and_resumes_without_loss() {
+    let gw = Gateway::start(&["--stream-queue-len", "4"]).unwrap();
+    let client = session(&gw, "2025-11-25").await;
+    let mut stream = client.open_stream(None).await.unwrap();
+    let priming = stream.next(WAIT).await.unwrap().unwrap();
+    // The client reads nothing while 64 broadcasts of 1 MiB pile up: far more than the
+    // socket buffers (a few MiB each way on loopback) and the bounded queue hold.
+    const N: usize = 64;
+    let pad = "x".repeat(1024 * 1024 - 64);
+    for i in 0..N {
+        client
+            .call_tool(
+                i as i64,
+                "broadcast",
+                json!({"message": format!("{i}:{pad}")}),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let mut got = Vec::new();
+    let mut last_id = priming.id.clone();
+    let mut cut_off = false;
+    while got.len() < N {
+        let Some(event) = stream.next(WAIT).await.unwrap() else {
+            break;
+        };
+        if event.data.is_empty() {
+            assert!(event.retry.is_some(), "the server says when to come back");
+            cut_off = true;
+            continue;
+        }
+        got.push(
+            event.json()["params"]["data"]
+                .as_str()
+                .unwrap()
+                .split(':')
+                .next()
+                .unwrap()
+                .to_owned(),
+        );
+        last_id = event.id;
+    }
+    assert!(
+        cut_off,
+        "the gateway must close a lagging stream instead of buffering (got {} of {N})",
+        got.len()
+    );
+    let mut resumed = client.open_stream(Some(&last_id)).await.unwrap();
+    while got.len() < N {
+        let (_, m) = resumed.next_message(WAIT).await.unwrap().unwrap();
+        got.push(
+            m["params"]["data"]
+                .as_str()
+                .unwrap()
+                .split(':')
+                .next()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    let expected: Vec<String> = (0..N).map(|i| i.to_string()).collect();
+    assert_eq!(got, expected);
+}
+
+#[tokio::test]
+async fn sigterm_drains_streams_and_exits_cleanly() {
+    let mut gw = Gateway::start(&["--drain-timeout-secs", "5"]).unwrap();
+    let client = session(&gw, "2025-11-25").await;
+    let standalone = client.open_stream(None).await.unwrap();
+    let mut call = client
+        .call_tool_stream(
+            1,
+            "long_running_operation",
+            json!({"steps": 10, "step_ms": 50}),
+            Some("d"),
+        )
+        .await
+        .unwrap();
+    let (_, first) = call.next_message(WAIT).await.unwrap().unwrap();
+    assert_eq!(first["method"], "notifications/progress");
+    gw.terminate().unwrap();
+
+    // The standalone stream closes at once, telling the client when to reconnect.
+    let events = standalone.collect(WAIT).await.unwrap();
+    let last = events.last().unwrap();
+    assert!(last.data.is_empty() && last.retry.is_some(), "{events:?}");
+    // The running call finishes on its stream.
+    let rest = messages(&call.collect(WAIT).await.unwrap());
+    assert_eq!(
+        rest.last().unwrap()["result"]["content"][0]["text"],
+        "operation completed: 10 steps"
+    );
+    assert_eq!(gw.wait_exit(Duration::from_secs(10)).unwrap(), Some(0));
+}
+
+#[tokio::test]
+async fn sse_responses_carry_proxy_friendly_headers() {
+    let gw = Gateway::start(&[]).unwrap();
+    let client = session(&gw, "2025-11-25").await;
+    let r = client.get(None).await.unwrap();
+    assert_eq!(content_type(&r), "text/event-stream");
+    assert_eq!(r.headers()["x-accel-buffering"], "no");
+    assert!(
+        r.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("no-cache")
+    );
+    drop(SseReader::new(r));
+}

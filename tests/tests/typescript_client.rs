@@ -1,0 +1,451 @@
+//! Interoperability with the official TypeScript MCP SDK client (`@modelcontextprotocol/sdk`,
+//! the exact version pinned in `tests/clients/typescript/package.json`).
+//!
+//! `tests/clients/typescript/flows.mjs` drives a real gateway process through the SDK's
+//! `Client` + `StreamableHTTPClientTransport` and prints one JSON line with everything it
+//! observed; this test checks that line against the MCP specification and the demo tool
+//! contract. Needs Node.js >= 18 and npm; the SDK is installed with `npm ci` from the
+//! committed lock file when it is not installed yet.
+
+use anyhow::{Context, bail, ensure};
+use e2e_tests::Gateway;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+/// Protocol versions the gateway speaks with sessions.
+const GATEWAY_VERSIONS: &[&str] = &["2025-03-26", "2025-06-18", "2025-11-25"];
+const DEMO_TOOLS: &[&str] = &[
+    "send_notification",
+    "broadcast",
+    "long_running_operation",
+    "start_background_task",
+    "server_status",
+];
+const FLOWS_TIMEOUT: Duration = Duration::from_secs(60);
+const NPM_CI_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn client_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/typescript")
+}
+
+/// Runs `program args` and returns its trimmed stdout, or a clear error if it cannot run.
+async fn tool_version(program: &str) -> anyhow::Result<String> {
+    let out = tokio::process::Command::new(program)
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .with_context(|| {
+            format!(
+                "`{program}` was not found: this test needs Node.js >= 18 and npm on PATH \
+                 (install Node.js >= 18, which ships npm, e.g. from https://nodejs.org/)"
+            )
+        })?;
+    ensure!(
+        out.status.success(),
+        "`{program} --version` failed ({}): this test needs Node.js >= 18 and npm on PATH",
+        out.status
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Node.js >= 18 and npm are present.
+async fn check_node() -> anyhow::Result<()> {
+    let node = tool_version("node").await?;
+    let major: u32 = node
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .with_context(|| format!("cannot parse `node --version` output {node:?}"))?;
+    ensure!(
+        major >= 18,
+        "Node.js {node} is too old: this test needs Node.js >= 18 (and npm)"
+    );
+    tool_version("npm").await?;
+    Ok(())
+}
+
+/// The SDK version the package manifest pins.
+fn pinned_sdk_version(dir: &Path) -> anyhow::Result<String> {
+    let manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("package.json"))?)?;
+    manifest["dependencies"]["@modelcontextprotocol/sdk"]
+        .as_str()
+        .map(str::to_owned)
+        .context("package.json does not depend on @modelcontextprotocol/sdk")
+}
+
+/// The SDK version installed under node_modules, if any.
+fn installed_sdk_version(dir: &Path) -> Option<String> {
+    let text =
+        std::fs::read_to_string(dir.join("node_modules/@modelcontextprotocol/sdk/package.json"))
+            .ok()?;
+    let manifest: Value = serde_json::from_str(&text).ok()?;
+    manifest["version"].as_str().map(str::to_owned)
+}
+
+/// Installs the locked dependencies unless the pinned SDK is installed already.
+async fn ensure_sdk_installed(dir: &Path) -> anyhow::Result<()> {
+    let pinned = pinned_sdk_version(dir)?;
+    if installed_sdk_version(dir).as_deref() == Some(pinned.as_str()) {
+        return Ok(());
+    }
+    eprintln!(
+        "installing @modelcontextprotocol/sdk {pinned}: npm ci in {}",
+        dir.display()
+    );
+    let child = tokio::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawn npm ci")?;
+    let out = tokio::time::timeout(NPM_CI_TIMEOUT, child.wait_with_output())
+        .await
+        .context("npm ci timed out")??;
+    ensure!(
+        out.status.success(),
+        "npm ci failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let installed = installed_sdk_version(dir);
+    ensure!(
+        installed.as_deref() == Some(pinned.as_str()),
+        "after npm ci the SDK version is {installed:?}, expected {pinned}"
+    );
+    Ok(())
+}
+
+/// Runs flows.mjs against `url`; returns its JSON report.
+async fn run_flows(dir: &Path, url: &str) -> anyhow::Result<Value> {
+    let child = tokio::process::Command::new("node")
+        .arg("flows.mjs")
+        .arg(url)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawn node flows.mjs")?;
+    let out = match tokio::time::timeout(FLOWS_TIMEOUT, child.wait_with_output()).await {
+        Ok(out) => out.context("wait for node flows.mjs")?,
+        Err(_) => bail!("node flows.mjs did not finish within {FLOWS_TIMEOUT:?}"),
+    };
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !stderr.trim().is_empty() {
+        eprintln!("flows.mjs stderr:\n{stderr}");
+    }
+    ensure!(
+        out.status.success(),
+        "node flows.mjs failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .with_context(|| format!("flows.mjs printed nothing on stdout; stderr: {stderr}"))?;
+    serde_json::from_str(line).with_context(|| format!("flows.mjs printed a non-JSON line: {line}"))
+}
+
+/// The checks, one by one; the report is printed by the caller if any fails.
+fn check_report(r: &Value) -> anyhow::Result<()> {
+    // Protocol version: one the gateway speaks, and the one the SDK asked for when the
+    // gateway speaks it (a server that supports the requested version MUST answer with it).
+    let negotiated = r["protocol_version"]
+        .as_str()
+        .context("no protocol_version")?;
+    ensure!(
+        GATEWAY_VERSIONS.contains(&negotiated),
+        "negotiated protocol version {negotiated} is not one the gateway supports"
+    );
+    if let Some(requested) = r["requested_protocol_version"].as_str()
+        && GATEWAY_VERSIONS.contains(&requested)
+    {
+        ensure!(
+            negotiated == requested,
+            "the SDK requested {requested} (supported by the gateway) but {negotiated} was negotiated"
+        );
+    }
+    ensure!(
+        r["server_capabilities"]["logging"].is_object(),
+        "the server does not declare the logging capability: {}",
+        r["server_capabilities"]
+    );
+
+    // The GET stream was opened by the SDK itself after initialize, and answered with SSE.
+    let gets: Vec<&Value> = r["http"]
+        .as_array()
+        .context("no http")?
+        .iter()
+        .filter(|h| h["method"] == "GET")
+        .collect();
+    ensure!(
+        !gets.is_empty(),
+        "the SDK never opened the standalone GET stream"
+    );
+    ensure!(
+        gets[0]["status"] == 200
+            && gets[0]["content_type"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("text/event-stream")),
+        "the standalone GET stream was not answered with 200 text/event-stream: {}",
+        gets[0]
+    );
+
+    // tools/list
+    let tools: Vec<&str> = r["tools"]
+        .as_array()
+        .context("no tools")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for tool in DEMO_TOOLS {
+        ensure!(tools.contains(tool), "tool {tool} is not listed: {tools:?}");
+    }
+    let mut unique = tools.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    ensure!(
+        unique.len() == tools.len(),
+        "duplicate tool names: {tools:?}"
+    );
+
+    let logs = r["log_messages"].as_array().context("no log_messages")?;
+    let sse = r["sse"].as_array().context("no sse")?;
+    let result_text = |key: &str| {
+        r["results"][key]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // On which stream(s) the notifications/message with this logger and data arrived.
+    let streams_of = |logger: &str, data: &Value| -> Vec<String> {
+        sse.iter()
+            .filter(|e| {
+                e["method"] == "notifications/message"
+                    && e["logger"] == logger
+                    && e["data"] == *data
+            })
+            .map(|e| e["via"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+
+    // send_notification: one message, level warning, logger notify, on the request's stream.
+    let from_ts: Vec<&Value> = logs.iter().filter(|m| m["data"] == "from-ts").collect();
+    ensure!(
+        from_ts.len() == 1,
+        "expected exactly one \"from-ts\" message: {from_ts:?}"
+    );
+    ensure!(
+        from_ts[0]["logger"] == "notify" && from_ts[0]["level"] == "warning",
+        "\"from-ts\" should have logger notify and level warning: {}",
+        from_ts[0]
+    );
+    ensure!(
+        streams_of("notify", &Value::from("from-ts")) == ["POST tools/call send_notification"],
+        "\"from-ts\" should arrive on the tools/call POST response stream only, arrived on {:?}",
+        streams_of("notify", &Value::from("from-ts"))
+    );
+    ensure!(
+        result_text("send_notification").contains("from-ts"),
+        "send_notification result does not contain the message: {:?}",
+        result_text("send_notification")
+    );
+
+    // long_running_operation: progress 1..=5 (total 5), then the result.
+    let progress: Vec<f64> = r["progress"]
+        .as_array()
+        .context("no progress")?
+        .iter()
+        .filter_map(Value::as_f64)
+        .collect();
+    ensure!(
+        progress == [1.0, 2.0, 3.0, 4.0, 5.0],
+        "progress values should be exactly [1, 2, 3, 4, 5], got {progress:?}"
+    );
+    for p in r["progress_detail"]
+        .as_array()
+        .context("no progress_detail")?
+    {
+        ensure!(p["total"] == 5, "progress total should be 5: {p}");
+    }
+    ensure!(
+        result_text("long_running_operation") == "operation completed: 5 steps",
+        "long_running_operation result: {:?}",
+        result_text("long_running_operation")
+    );
+
+    // start_background_task: 3 ticks, in order, on the GET stream.
+    let task_id = logs
+        .iter()
+        .find(|m| m["logger"] == "task/ts")
+        .and_then(|m| m["data"]["id"].as_str())
+        .context("no task/ts message arrived")?
+        .to_owned();
+    ensure!(
+        result_text("start_background_task").contains(&task_id),
+        "start_background_task result {:?} does not contain the task id {task_id}",
+        result_text("start_background_task")
+    );
+    let ticks: Vec<&Value> = logs.iter().filter(|m| m["logger"] == "task/ts").collect();
+    ensure!(
+        ticks.len() == 3,
+        "expected 3 task/ts messages, got {}: {ticks:?}",
+        ticks.len()
+    );
+    for (i, tick) in ticks.iter().enumerate() {
+        let d = &tick["data"];
+        ensure!(
+            tick["level"] == "info"
+                && d["tick"] == i as u64 + 1
+                && d["of"] == 3
+                && d["task"] == "ts"
+                && d["id"] == task_id.as_str(),
+            "task/ts message #{} is wrong (ticks must be 1, 2, 3 in order): {tick}",
+            i + 1
+        );
+        ensure!(
+            streams_of("task/ts", d) == ["GET"],
+            "task tick {} should arrive on the standalone GET stream only, arrived on {:?}",
+            i + 1,
+            streams_of("task/ts", d)
+        );
+    }
+
+    // broadcast: once, on the GET stream.
+    let broadcasts: Vec<&Value> = logs.iter().filter(|m| m["logger"] == "broadcast").collect();
+    ensure!(
+        broadcasts.len() == 1
+            && broadcasts[0]["data"] == "ts-broadcast"
+            && broadcasts[0]["level"] == "info",
+        "expected one broadcast message {{logger broadcast, level info, data ts-broadcast}}: {broadcasts:?}"
+    );
+    ensure!(
+        streams_of("broadcast", &Value::from("ts-broadcast")) == ["GET"],
+        "the broadcast should arrive on the standalone GET stream only, arrived on {:?}",
+        streams_of("broadcast", &Value::from("ts-broadcast"))
+    );
+
+    // server_status
+    let status = &r["server_status"];
+    ensure!(
+        status["workers"].as_u64().is_some_and(|w| w >= 1),
+        "server_status workers should be >= 1: {status}"
+    );
+    ensure!(
+        status["gateways"].as_u64().is_some_and(|g| g >= 1),
+        "server_status gateways should be >= 1: {status}"
+    );
+    ensure!(
+        status["sessions"].as_u64().is_some_and(|s| s >= 1),
+        "server_status sessions should count this session: {status}"
+    );
+
+    // logging/setLevel error: "filtered" (info) suppressed, "after-filter" (error) delivered.
+    ensure!(
+        r["filtered_arrived"] == false && !logs.iter().any(|m| m["data"] == "filtered"),
+        "\"filtered\" (info) arrived although the level was set to error"
+    );
+    ensure!(
+        !sse.iter()
+            .any(|e| e["method"] == "notifications/message" && e["data"] == "filtered"),
+        "\"filtered\" was sent on some SSE stream although the level was set to error"
+    );
+    let after: Vec<&Value> = logs
+        .iter()
+        .filter(|m| m["data"] == "after-filter")
+        .collect();
+    ensure!(
+        r["after_filter_arrived"] == true
+            && after.len() == 1
+            && after[0]["level"] == "error"
+            && after[0]["logger"] == "notify",
+        "expected one \"after-filter\" message with level error and logger notify: {after:?}"
+    );
+
+    // DELETE ended the session: the transport forgot it, and the old id is now unknown (404).
+    ensure!(
+        r["http"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["method"] == "DELETE"
+                && h["status"]
+                    .as_u64()
+                    .is_some_and(|s| (200..300).contains(&s))),
+        "the DELETE of the session was not answered with 2xx: {}",
+        r["http"]
+    );
+    ensure!(
+        r["session_id_after_terminate"].is_null(),
+        "the SDK kept the session id"
+    );
+    ensure!(
+        r["status_after_terminate"] == 404,
+        "a request with the deleted session id should get 404, got {}",
+        r["status_after_terminate"]
+    );
+
+    // Nothing went wrong inside the SDK while the session was live.
+    ensure!(
+        r["transport_errors"]
+            .as_array()
+            .is_some_and(|e| e.is_empty()),
+        "the SDK reported transport errors: {}",
+        r["transport_errors"]
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn typescript_sdk_client_flows() -> anyhow::Result<()> {
+    check_node().await?;
+    let dir = client_dir();
+    ensure_sdk_installed(&dir).await?;
+
+    let gateway = Gateway::start(&[])?;
+    let report = match run_flows(&dir, &gateway.url()).await {
+        Ok(report) => report,
+        Err(e) => {
+            let log = gateway.log();
+            let tail = &log[log.len().saturating_sub(40)..];
+            bail!(
+                "{e:#}\n--- gateway log (last {} lines) ---\n{}",
+                tail.len(),
+                tail.join("\n")
+            );
+        }
+    };
+    eprintln!(
+        "TypeScript SDK {} negotiated {}; report:\n{}",
+        report["sdk_version"],
+        report["protocol_version"],
+        serde_json::to_string_pretty(&report)?
+    );
+    if let Err(e) = check_report(&report) {
+        let log = gateway.log();
+        let tail = &log[log.len().saturating_sub(40)..];
+        bail!(
+            "{e:#}\n--- gateway log (last {} lines) ---\n{}",
+            tail.len(),
+            tail.join("\n")
+        );
+    }
+    if let Some(errors) = report["transport_errors_after_delete"].as_array()
+        && !errors.is_empty()
+    {
+        eprintln!("note: SDK errors after the session was deleted: {errors:?}");
+    }
+    Ok(())
+}
