@@ -20,6 +20,7 @@ pub mod error;
 pub mod ids;
 pub mod memory;
 pub mod message;
+pub mod redis;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
@@ -28,6 +29,7 @@ pub use contract::{BroadcastSubscription, Bus, Replay, SessionSubscription};
 pub use error::BusError;
 pub use ids::{SessionId, StreamId, WorkerId};
 pub use memory::{MemoryBus, MemoryBusConfig};
+pub use redis::{RedisBus, RedisBusConfig};
 pub use message::{
     BroadcastEvent, ClusterStats, Control, EventBody, Job, Live, SessionEvent, SessionRecord,
     StandaloneCursor, StreamTarget, WorkerInfo,

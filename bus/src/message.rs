@@ -143,6 +143,9 @@ pub struct Job {
     pub streaming: bool,
     /// False when the session has no standalone stream (a stateless gateway's requests).
     pub session_stream: bool,
+    /// The bus's handle on this delivery (the Redis stream entry id); not part of the job.
+    #[serde(skip)]
+    pub delivery_id: Option<String>,
 }
 
 /// Messages from gateways to workers that are not jobs.

@@ -9,6 +9,8 @@
 
 pub mod client;
 pub mod process;
+pub mod redis;
 
 pub use client::{RawClient, SseEvent, SseReader};
 pub use process::{Gateway, binary};
+pub use redis::RedisServer;

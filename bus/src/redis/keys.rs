@@ -1,0 +1,88 @@
+//! Every Redis key and channel the bus uses, in one place (documented in `docs/redis.md`).
+//!
+//! Keys of one session share the hash tag `{<session id>}` so a Redis Cluster keeps them
+//! on one node and the Lua scripts that touch several of them stay legal.
+
+use crate::ids::{SessionId, WorkerId};
+
+/// Key and channel names under one prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    /// Names under `prefix` (several deployments can share one Redis).
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// HASH: the session record and its counters (`rec`, `level`, `cs`, `cb`, `seq`).
+    pub fn session(&self, id: &SessionId) -> String {
+        format!("{}:{{{}}}:session", self.prefix, id)
+    }
+    /// STREAM: the session's event log; entry id `<seq>-1`, field `e`.
+    pub fn log(&self, id: &SessionId) -> String {
+        format!("{}:{{{}}}:log", self.prefix, id)
+    }
+    /// HASH: request id (JSON) → id of the worker running it.
+    pub fn running(&self, id: &SessionId) -> String {
+        format!("{}:{{{}}}:running", self.prefix, id)
+    }
+    /// HASH: request id (JSON) → 1, for requests cancelled before a worker took them.
+    pub fn cancelled(&self, id: &SessionId) -> String {
+        format!("{}:{{{}}}:cancelled", self.prefix, id)
+    }
+    /// Pub/sub channel of one session's live events and notices.
+    pub fn session_channel(&self, id: &SessionId) -> String {
+        format!("{}:ch:s:{}", self.prefix, id)
+    }
+    /// The prefix of session channels, for routing incoming messages.
+    pub fn session_channel_prefix(&self) -> String {
+        format!("{}:ch:s:", self.prefix)
+    }
+    /// STRING: the last broadcast sequence number.
+    pub fn broadcast_seq(&self) -> String {
+        format!("{}:{{bcast}}:seq", self.prefix)
+    }
+    /// STREAM: the broadcast log; entry id `<seq>-1`, field `m`.
+    pub fn broadcast_log(&self) -> String {
+        format!("{}:{{bcast}}:log", self.prefix)
+    }
+    /// Pub/sub channel of broadcasts.
+    pub fn broadcast_channel(&self) -> String {
+        format!("{}:ch:broadcast", self.prefix)
+    }
+    /// STREAM: the job queue, read by the consumer group [`Keys::JOB_GROUP`]; field `job`.
+    pub fn jobs(&self) -> String {
+        format!("{}:{{jobs}}:stream", self.prefix)
+    }
+    /// The consumer group of workers on the job stream.
+    pub const JOB_GROUP: &'static str = "workers";
+    /// Pub/sub channel every worker listens on (session ends).
+    pub fn control_channel(&self) -> String {
+        format!("{}:ch:control", self.prefix)
+    }
+    /// Pub/sub channel of one worker (cancellations, replies to its requests).
+    pub fn worker_channel(&self, id: &WorkerId) -> String {
+        format!("{}:ch:w:{}", self.prefix, id)
+    }
+    /// HASH: worker id → `WorkerInfo` JSON.
+    pub fn workers(&self) -> String {
+        format!("{}:{{registry}}:workers", self.prefix)
+    }
+    /// ZSET: worker id → last heartbeat (ms).
+    pub fn worker_heartbeats(&self) -> String {
+        format!("{}:{{registry}}:worker-heartbeats", self.prefix)
+    }
+    /// ZSET: gateway id → last heartbeat (ms).
+    pub fn gateway_heartbeats(&self) -> String {
+        format!("{}:{{registry}}:gateway-heartbeats", self.prefix)
+    }
+    /// ZSET: session id → last use (ms), for counting live sessions.
+    pub fn session_index(&self) -> String {
+        format!("{}:{{registry}}:sessions", self.prefix)
+    }
+}

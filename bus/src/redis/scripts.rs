@@ -1,0 +1,89 @@
+//! Lua scripts: each multi-key step that must be atomic is one script, so the log and the
+//! live message can never disagree (the Centrifugo pattern).
+
+use redis::Script;
+use std::sync::LazyLock;
+
+/// Appends a session event and publishes it, with the next dense sequence number.
+/// KEYS: session, log. ARGV: log max length, channel, payload, ttl ms.
+/// Returns the sequence number, or -1 when the session does not exist.
+pub static PUBLISH_EVENT: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], seq .. '-1', 'e', ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('PUBLISH', ARGV[2], 'e ' .. seq .. ' ' .. ARGV[3])
+return seq
+",
+    )
+});
+
+/// Appends a broadcast and publishes it.
+/// KEYS: seq counter, log. ARGV: log max length, channel, payload. Returns the sequence.
+pub static PUBLISH_BROADCAST: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local seq = redis.call('INCR', KEYS[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], seq .. '-1', 'm', ARGV[3])
+redis.call('PUBLISH', ARGV[2], seq .. ' ' .. ARGV[3])
+return seq
+",
+    )
+});
+
+/// Queues a job unless the queue is full. KEYS: jobs. ARGV: max length, payload.
+/// Returns the entry id, or false when full.
+pub static ENQUEUE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[1]) then return false end
+return redis.call('XADD', KEYS[1], '*', 'job', ARGV[2])
+",
+    )
+});
+
+/// Ends a session. KEYS: session, log, running, cancelled. ARGV: session channel,
+/// control channel, control payload. Returns 1 if it existed.
+pub static END_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local existed = redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+if existed == 1 then
+  redis.call('PUBLISH', ARGV[1], 'x')
+  redis.call('PUBLISH', ARGV[2], ARGV[3])
+end
+return existed
+",
+    )
+});
+
+/// Moves the standalone cursor forward, never back. KEYS: session. ARGV: cs, cb.
+/// Returns -1 when the session does not exist.
+pub static ADVANCE_CURSOR: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local cs = tonumber(redis.call('HGET', KEYS[1], 'cs') or '0')
+local cb = tonumber(redis.call('HGET', KEYS[1], 'cb') or '0')
+if tonumber(ARGV[1]) > cs then redis.call('HSET', KEYS[1], 'cs', ARGV[1]) end
+if tonumber(ARGV[2]) > cb then redis.call('HSET', KEYS[1], 'cb', ARGV[2]) end
+return 1
+",
+    )
+});
+
+/// Sets a field of a session that exists. KEYS: session. ARGV: field, value.
+/// Returns -1 when the session does not exist.
+pub static SET_IF_SESSION: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+",
+    )
+});
