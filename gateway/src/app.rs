@@ -7,7 +7,7 @@ use crate::transport;
 use axum::Router;
 use axum::routing::get;
 use axum::serve::ListenerExt;
-use mcp_bus::{Bus, MemoryBus, MemoryBusConfig};
+use mcp_bus::{Bus, MemoryBus, MemoryBusConfig, RedisBus, RedisBusConfig};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,31 +56,44 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    if config.redis_url.is_some() {
-        return Err(GatewayError::Config(
-            "--redis-url: the Redis bus is not part of this build yet; run without it for the standalone gateway".into(),
-        ));
-    }
     let tools = worker::toolsets::build(&config.toolsets).map_err(GatewayError::Config)?;
-    let bus: Arc<dyn Bus> = MemoryBus::new(MemoryBusConfig {
-        session_log_len: config.event_log_len.max(1),
-        broadcast_log_len: config.event_log_len.max(1),
-        live_queue_len: config.stream_queue_len.max(1),
-        job_queue_len: config.job_queue_len.max(1),
-        session_idle_ttl: config.session_idle_ttl(),
-    });
+    let bus: Arc<dyn Bus> = match &config.redis_url {
+        None => MemoryBus::new(MemoryBusConfig {
+            session_log_len: config.event_log_len.max(1),
+            broadcast_log_len: config.event_log_len.max(1),
+            live_queue_len: config.stream_queue_len.max(1),
+            job_queue_len: config.job_queue_len.max(1),
+            session_idle_ttl: config.session_idle_ttl(),
+        }),
+        Some(url) => {
+            let mut redis = RedisBusConfig::new(url);
+            redis.prefix = config.redis_prefix.clone();
+            redis.session_log_len = config.event_log_len.max(1);
+            redis.broadcast_log_len = config.event_log_len.max(1);
+            redis.live_queue_len = config.stream_queue_len.max(1);
+            redis.job_queue_len = config.job_queue_len.max(1);
+            redis.session_idle_ttl = config.session_idle_ttl();
+            redis.gateway_id = Some(format!("g-{:08x}", rand::random::<u32>()));
+            RedisBus::connect(redis).await?
+        }
+    };
 
+    // Standalone, the gateway runs the tools itself; with Redis, workers do, unless asked.
     let worker_stop = CancellationToken::new();
-    let worker = Worker::new(
-        bus.clone(),
-        tools,
-        WorkerConfig {
-            max_concurrent_jobs: config.worker_concurrency.max(1),
-            drain_timeout: config.drain_timeout(),
-            ..WorkerConfig::default()
-        },
-    );
-    let worker_task = worker.start(worker_stop.clone()).await?;
+    let worker_task = if config.redis_url.is_none() || config.embedded_worker {
+        let worker = Worker::new(
+            bus.clone(),
+            tools,
+            WorkerConfig {
+                max_concurrent_jobs: config.worker_concurrency.max(1),
+                drain_timeout: config.drain_timeout(),
+                ..WorkerConfig::default()
+            },
+        );
+        Some(worker.start(worker_stop.clone()).await?)
+    } else {
+        None
+    };
 
     let state = AppState {
         bus,
@@ -99,7 +112,8 @@ pub async fn serve(
         });
     }
 
-    tracing::info!(listen = %listener.local_addr()?, "gateway serving /mcp");
+    let bus_kind = if state.config.redis_url.is_some() { "redis" } else { "memory" };
+    tracing::info!(listen = %listener.local_addr()?, bus = bus_kind, "gateway serving /mcp");
     // Small SSE writes must not wait for delayed ACKs (Nagle): ~40 ms per event otherwise.
     let listener = listener.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
@@ -119,10 +133,12 @@ pub async fn serve(
         }
     }
     worker_stop.cancel();
-    match worker_task.await {
-        Ok(Err(e)) => tracing::warn!(error = %e, "embedded worker stopped with an error"),
-        Err(e) => tracing::warn!(error = %e, "embedded worker panicked"),
-        Ok(Ok(())) => {}
+    if let Some(task) = worker_task {
+        match task.await {
+            Ok(Err(e)) => tracing::warn!(error = %e, "embedded worker stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "embedded worker panicked"),
+            Ok(Ok(())) => {}
+        }
     }
     tracing::info!("gateway stopped");
     Ok(())

@@ -27,6 +27,15 @@ pub struct Config {
     #[arg(long, env = "MCPGW_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// Prefix of every Redis key and channel (several deployments can share one Redis).
+    #[arg(long, env = "MCPGW_REDIS_PREFIX", default_value = "mcpgw")]
+    pub redis_prefix: String,
+
+    /// With --redis-url, also run a worker inside the gateway process (normally workers
+    /// are separate `mcp-worker` processes).
+    #[arg(long, env = "MCPGW_EMBEDDED_WORKER")]
+    pub embedded_worker: bool,
+
     /// Serve without sessions: no `Mcp-Session-Id`, no GET stream, no DELETE (like the
     /// SDKs' stateless mode).
     #[arg(long, env = "MCPGW_STATELESS")]

@@ -79,6 +79,18 @@ impl SseReader {
         }
     }
 
+    /// The next `notifications/message` (other notifications, such as
+    /// `tools/list_changed`, are skipped).
+    pub async fn next_log(&mut self, timeout: Duration) -> anyhow::Result<Option<(SseEvent, Value)>> {
+        loop {
+            match self.next_message(timeout).await? {
+                None => return Ok(None),
+                Some((e, m)) if m["method"] == "notifications/message" => return Ok(Some((e, m))),
+                Some(_) => continue,
+            }
+        }
+    }
+
     /// Every remaining event until the server ends the stream.
     pub async fn collect(mut self, timeout: Duration) -> anyhow::Result<Vec<SseEvent>> {
         let mut all = Vec::new();

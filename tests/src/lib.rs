@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`process`]: building the binaries once and running them as child processes
 //!   ([`Gateway`]), with the address each one actually bound.
+//! - [`redis`]: private `redis-server` processes ([`RedisServer`]), killable and
+//!   restartable.
 //! - [`client`]: a raw Streamable HTTP client ([`RawClient`]) that shows every status,
 //!   header and SSE event, for tests that check the transport itself.
 
@@ -12,5 +14,5 @@ pub mod process;
 pub mod redis;
 
 pub use client::{RawClient, SseEvent, SseReader};
-pub use process::{Gateway, binary};
+pub use process::{Gateway, WorkerProcess, binary};
 pub use redis::RedisServer;

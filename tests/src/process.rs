@@ -133,3 +133,57 @@ impl Drop for Gateway {
         let _ = self.child.wait();
     }
 }
+
+/// A running `mcp-worker`. Killed when dropped.
+pub struct WorkerProcess {
+    child: Child,
+}
+
+impl WorkerProcess {
+    /// Starts a worker on `redis_url` with extra flags; returns once it serves jobs.
+    pub fn start(redis_url: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        let mut child = Command::new(binary("mcp-worker"))
+            .args(["--redis-url", redis_url, "--log-format", "json"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawn mcp-worker")?;
+        let stderr = child.stderr.take().context("worker stderr")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("worker serving jobs") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+            let _ = child.kill();
+            bail!("the worker did not start");
+        }
+        Ok(Self { child })
+    }
+
+    /// SIGKILL: the worker dies mid-whatever.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl Gateway {
+    /// SIGKILL: the gateway dies mid-stream.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -43,6 +43,10 @@ impl Default for WorkerConfig {
 
 type CallKey = (SessionId, RequestId);
 
+/// Runs of one call (first try included) before a dead worker's call is answered with an
+/// error instead of run again.
+const MAX_ATTEMPTS: u32 = 3;
+
 /// State shared by the job loop, the control loop and every running call.
 pub(crate) struct Shared {
     pub(crate) bus: Arc<dyn Bus>,
@@ -380,6 +384,16 @@ async fn execute(tools: &ToolSet, ctx: ToolContext, job: &Job) -> Result<Value, 
             let tool = tools.get(name).ok_or_else(|| {
                 ToolError::Protocol(ErrorObject::invalid_params(format!("Unknown tool: {name}")))
             })?;
+            if job.attempt > 0 && (!tool.retryable() || job.attempt >= MAX_ATTEMPTS) {
+                return Err(ToolError::Protocol(ErrorObject::internal(format!(
+                    "the worker running this call of {name} stopped before answering; {}",
+                    if tool.retryable() {
+                        "it failed too often to try again"
+                    } else {
+                        "the tool is not marked retryable, so it was not run again"
+                    }
+                ))));
+            }
             tool.validate(&arguments)?;
             let result = tool.call(ctx, arguments).await?;
             Ok(result.to_value())

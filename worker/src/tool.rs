@@ -46,6 +46,7 @@ type Handler = dyn Fn(ToolContext, Value) -> BoxFuture<'static, Result<CallToolR
 /// One registered tool.
 pub struct ToolEntry {
     descriptor: Tool,
+    retryable: bool,
     validator: Option<jsonschema::Validator>,
     handler: Box<Handler>,
 }
@@ -54,6 +55,12 @@ impl ToolEntry {
     /// The tool as `tools/list` shows it.
     pub fn descriptor(&self) -> &Tool {
         &self.descriptor
+    }
+
+    /// Whether a call may run again after its worker died mid-call (the tool is
+    /// idempotent, or its effects are harmless twice).
+    pub fn retryable(&self) -> bool {
+        self.retryable
     }
 
     /// Checks arguments against the input schema; the error lists every violation.
@@ -155,10 +162,25 @@ impl ToolSet {
             name.to_owned(),
             Arc::new(ToolEntry {
                 descriptor,
+                retryable: false,
                 validator,
                 handler: Box::new(erased),
             }),
         );
+        self
+    }
+
+    /// Marks tools as safe to run again on another worker when the worker running a call
+    /// of them dies. Calls of other tools fail with an error instead: a second run could
+    /// repeat an effect the client already saw.
+    pub fn retryable(mut self, names: &[&str]) -> Self {
+        for name in names {
+            if let Some(entry) = self.tools.get_mut(*name)
+                && let Some(entry) = Arc::get_mut(entry)
+            {
+                entry.retryable = true;
+            }
+        }
         self
     }
 

@@ -159,6 +159,7 @@ async fn resume_request(
         claim,
         log_level: session.record.log_level,
         resumable: true,
+        last_progress: HashMap::new(),
     };
     tokio::spawn(pump.run(tx));
     Ok(respond::sse(&app, rx, None))

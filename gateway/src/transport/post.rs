@@ -207,6 +207,7 @@ async fn start_jobs(
             attempt: 0,
             streaming,
             session_stream: !ephemeral,
+            delivery_id: None,
         };
         match app.bus.enqueue(job).await {
             Ok(()) => {
@@ -255,6 +256,7 @@ async fn start_jobs(
         claim: rand::random(),
         log_level: record.log_level,
         resumable: streaming,
+        last_progress: HashMap::new(),
     };
     let bus = app.bus.clone();
     let session_id = record.id.clone();

@@ -108,6 +108,9 @@ pub struct RequestPump {
     /// True for SSE: the client can resume, so the pump may close the connection (slow
     /// client, drain). False for a JSON answer, which must be produced on this connection.
     pub resumable: bool,
+    /// The last progress value sent per stream: a call retried on another worker starts
+    /// its progress over, and the client must only ever see it increase.
+    pub last_progress: HashMap<StreamId, f64>,
 }
 
 impl RequestPump {
@@ -186,6 +189,15 @@ impl RequestPump {
             EventBody::Message(message) => {
                 if !LogLevel::message_passes(message, self.log_level) {
                     return None;
+                }
+                if message.get("method").and_then(Value::as_str) == Some("notifications/progress")
+                    && let Some(progress) = message["params"]["progress"].as_f64()
+                {
+                    let last = self.last_progress.entry(stream).or_insert(f64::NEG_INFINITY);
+                    if progress <= *last {
+                        return None;
+                    }
+                    *last = progress;
                 }
                 Frame::message(id, message.clone(), false)
             }

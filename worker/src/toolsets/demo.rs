@@ -109,6 +109,9 @@ pub fn tools() -> ToolSet {
             Some(json!({"readOnlyHint": true})),
             server_status,
         )
+        // Running these twice shows the client nothing twice: the gateway drops progress
+        // that does not increase.
+        .retryable(&["long_running_operation", "server_status"])
 }
 
 async fn send_notification(

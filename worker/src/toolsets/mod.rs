@@ -1,16 +1,18 @@
 //! The built-in tool sets, chosen by name (`--toolset NAME`).
 
+pub mod conformance;
 pub mod demo;
 
 use crate::tool::ToolSet;
 
 /// The names `--toolset` accepts.
-pub const NAMES: &[&str] = &["demo"];
+pub const NAMES: &[&str] = &["demo", "conformance"];
 
 /// The tool set with this name, or `None` for an unknown name.
 pub fn by_name(name: &str) -> Option<ToolSet> {
     match name {
         "demo" => Some(demo::tools()),
+        "conformance" => Some(conformance::tools()),
         _ => None,
     }
 }
