@@ -112,7 +112,11 @@ pub async fn serve(
         });
     }
 
-    let bus_kind = if state.config.redis_url.is_some() { "redis" } else { "memory" };
+    let bus_kind = if state.config.redis_url.is_some() {
+        "redis"
+    } else {
+        "memory"
+    };
     tracing::info!(listen = %listener.local_addr()?, bus = bus_kind, "gateway serving /mcp");
     // Small SSE writes must not wait for delayed ACKs (Nagle): ~40 ms per event otherwise.
     let listener = listener.tap_io(|tcp| {

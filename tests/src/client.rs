@@ -81,7 +81,10 @@ impl SseReader {
 
     /// The next `notifications/message` (other notifications, such as
     /// `tools/list_changed`, are skipped).
-    pub async fn next_log(&mut self, timeout: Duration) -> anyhow::Result<Option<(SseEvent, Value)>> {
+    pub async fn next_log(
+        &mut self,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<(SseEvent, Value)>> {
         loop {
             match self.next_message(timeout).await? {
                 None => return Ok(None),
@@ -101,12 +104,16 @@ impl SseReader {
     }
 }
 
-/// A raw MCP client bound to one endpoint and (after [`RawClient::initialize`]) one session.
+/// A raw MCP client bound to one endpoint (or a rotation of gateways) and, after
+/// [`RawClient::initialize`], one session.
 #[derive(Clone)]
 pub struct RawClient {
     http: reqwest::Client,
-    /// The MCP endpoint.
+    /// The MCP endpoint (the first of the rotation).
     pub url: String,
+    /// Other gateways' endpoints: each request goes to the next one in turn.
+    rotation: Vec<String>,
+    turn: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// The session id, once initialized.
     pub session: Option<String>,
     /// The revision sent in `MCP-Protocol-Version`.
@@ -122,9 +129,27 @@ impl RawClient {
                 .build()
                 .expect("reqwest client"),
             url: url.to_owned(),
+            rotation: Vec::new(),
+            turn: Default::default(),
             session: None,
             version: LATEST.to_owned(),
         }
+    }
+
+    /// A client whose requests rotate over `urls`, one after the other.
+    pub fn rotating(urls: &[String]) -> Self {
+        let mut client = Self::new(&urls[0]);
+        client.rotation = urls.to_vec();
+        client
+    }
+
+    /// The endpoint for the next request.
+    pub fn next_url(&self) -> String {
+        if self.rotation.len() < 2 {
+            return self.url.clone();
+        }
+        let n = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.rotation[n % self.rotation.len()].clone()
     }
 
     /// The headers of a normal MCP POST within the session.
@@ -163,7 +188,7 @@ impl RawClient {
         }
         Ok(self
             .http
-            .post(&self.url)
+            .post(self.next_url())
             .headers(headers)
             .json(body)
             .send()
@@ -178,7 +203,7 @@ impl RawClient {
     ) -> anyhow::Result<reqwest::Response> {
         Ok(self
             .http
-            .post(&self.url)
+            .post(self.next_url())
             .headers(headers)
             .body(body)
             .send()
@@ -301,7 +326,7 @@ impl RawClient {
     pub async fn get(&self, last_event_id: Option<&str>) -> anyhow::Result<reqwest::Response> {
         let mut req = self
             .http
-            .get(&self.url)
+            .get(self.next_url())
             .header("accept", "text/event-stream");
         if let Some(s) = &self.session {
             req = req.header("mcp-session-id", s);
@@ -322,7 +347,7 @@ impl RawClient {
 
     /// DELETE of the session.
     pub async fn delete(&self) -> anyhow::Result<reqwest::StatusCode> {
-        let mut req = self.http.delete(&self.url);
+        let mut req = self.http.delete(self.next_url());
         if let Some(s) = &self.session {
             req = req.header("mcp-session-id", s);
         }

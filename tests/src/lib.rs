@@ -6,13 +6,17 @@
 //!   ([`Gateway`]), with the address each one actually bound.
 //! - [`redis`]: private `redis-server` processes ([`RedisServer`]), killable and
 //!   restartable.
+//! - [`deployment`]: a standalone gateway or a Redis cluster behind one API, so a test
+//!   proves a behaviour in both set-ups.
 //! - [`client`]: a raw Streamable HTTP client ([`RawClient`]) that shows every status,
 //!   header and SSE event, for tests that check the transport itself.
 
 pub mod client;
+pub mod deployment;
 pub mod process;
 pub mod redis;
 
 pub use client::{RawClient, SseEvent, SseReader};
+pub use deployment::{Deployment, Kind};
 pub use process::{Gateway, WorkerProcess, binary};
 pub use redis::RedisServer;

@@ -23,7 +23,9 @@ fn worker(redis: &RedisServer, extra: &[&str]) -> WorkerProcess {
 async fn wait_for_workers(client: &RawClient, workers: u64) -> Value {
     let start = Instant::now();
     loop {
-        let v = client.request(900, "tools/call", json!({"name": "server_status"})).await;
+        let v = client
+            .request(900, "tools/call", json!({"name": "server_status"}))
+            .await;
         if let Ok(v) = v
             && let Some(text) = v["result"]["content"][0]["text"].as_str()
             && let Ok(status) = serde_json::from_str::<Value>(text)
@@ -31,7 +33,10 @@ async fn wait_for_workers(client: &RawClient, workers: u64) -> Value {
         {
             return status;
         }
-        assert!(start.elapsed() < WAIT, "the cluster never showed {workers} workers");
+        assert!(
+            start.elapsed() < WAIT,
+            "the cluster never showed {workers} workers"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -70,24 +75,44 @@ async fn one_session_spread_over_gateways_and_workers() {
     // The standalone stream on g1 while calls go to g0.
     let mut standalone = a1.open_stream(None).await.unwrap();
     let events = a0
-        .call_tool(2, "long_running_operation", json!({"steps": 10, "step_ms": 0}), Some("x"))
+        .call_tool(
+            2,
+            "long_running_operation",
+            json!({"steps": 10, "step_ms": 0}),
+            Some("x"),
+        )
         .await
         .unwrap();
     let msgs = messages(&events);
-    assert_eq!(progress_of(&msgs), (1..=10).map(f64::from).collect::<Vec<_>>());
-    assert_eq!(msgs.last().unwrap()["result"]["content"][0]["text"], "operation completed: 10 steps");
+    assert_eq!(
+        progress_of(&msgs),
+        (1..=10).map(f64::from).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        msgs.last().unwrap()["result"]["content"][0]["text"],
+        "operation completed: 10 steps"
+    );
 
     // setLevel on g1 applies to a call on g0.
-    a1.request(3, "logging/setLevel", json!({"level": "error"})).await.unwrap();
-    let events = a0.call_tool(4, "send_notification", json!({"message": "quiet"}), None).await.unwrap();
+    a1.request(3, "logging/setLevel", json!({"level": "error"}))
+        .await
+        .unwrap();
+    let events = a0
+        .call_tool(4, "send_notification", json!({"message": "quiet"}), None)
+        .await
+        .unwrap();
     assert_eq!(messages(&events).len(), 1, "filtered: only the result");
-    a1.request(5, "logging/setLevel", json!({"level": "debug"})).await.unwrap();
+    a1.request(5, "logging/setLevel", json!({"level": "debug"}))
+        .await
+        .unwrap();
 
     // A broadcast sent through g1 reaches this session on g1 and another session on g0.
     let mut b0 = RawClient::new(&g0.url());
     b0.initialize("2025-06-18").await.unwrap();
     let mut other_stream = b0.open_stream(None).await.unwrap();
-    a1.call_tool(6, "broadcast", json!({"message": "everyone"}), None).await.unwrap();
+    a1.call_tool(6, "broadcast", json!({"message": "everyone"}), None)
+        .await
+        .unwrap();
     let (_, m) = standalone.next_log(WAIT).await.unwrap().unwrap();
     assert_eq!(m["params"]["data"], "everyone");
     let (_, m) = other_stream.next_log(WAIT).await.unwrap().unwrap();
@@ -105,7 +130,10 @@ async fn one_session_spread_over_gateways_and_workers() {
     // DELETE through g0 ends the session everywhere: g1's stream closes, g1 answers 404.
     assert_eq!(a0.delete().await.unwrap(), 204);
     assert_eq!(standalone.next_log(WAIT).await.unwrap(), None);
-    let r = a1.post(&json!({"jsonrpc":"2.0","id":8,"method":"ping"})).await.unwrap();
+    let r = a1
+        .post(&json!({"jsonrpc":"2.0","id":8,"method":"ping"}))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 404);
 }
 
@@ -123,7 +151,12 @@ async fn streams_resume_on_another_gateway_and_cancellation_crosses_them() {
 
     // A POST stream on g0 dropped mid-call resumes on g1.
     let mut stream = a0
-        .call_tool_stream(1, "long_running_operation", json!({"steps": 10, "step_ms": 30}), Some("r"))
+        .call_tool_stream(
+            1,
+            "long_running_operation",
+            json!({"steps": 10, "step_ms": 30}),
+            Some("r"),
+        )
         .await
         .unwrap();
     let mut seen = Vec::new();
@@ -134,14 +167,26 @@ async fn streams_resume_on_another_gateway_and_cancellation_crosses_them() {
         last_id = e.id;
     }
     drop(stream);
-    let rest = messages(&a1.open_stream(Some(&last_id)).await.unwrap().collect(WAIT).await.unwrap());
+    let rest = messages(
+        &a1.open_stream(Some(&last_id))
+            .await
+            .unwrap()
+            .collect(WAIT)
+            .await
+            .unwrap(),
+    );
     seen.extend(progress_of(&rest));
     assert_eq!(seen, (1..=10).map(f64::from).collect::<Vec<_>>());
     assert_eq!(rest.last().unwrap()["id"], 1);
 
     // A cancellation posted to g1 stops the call streaming from g0, whichever worker runs it.
     let mut stream = a0
-        .call_tool_stream(2, "long_running_operation", json!({"steps": 1000, "step_ms": 20}), Some("c"))
+        .call_tool_stream(
+            2,
+            "long_running_operation",
+            json!({"steps": 1000, "step_ms": 20}),
+            Some("c"),
+        )
         .await
         .unwrap();
     stream.next_message(WAIT).await.unwrap().unwrap();
@@ -151,7 +196,10 @@ async fn streams_resume_on_another_gateway_and_cancellation_crosses_them() {
         .unwrap();
     assert_eq!(r.status(), 202);
     let rest = messages(&stream.collect(WAIT).await.unwrap());
-    assert!(rest.iter().all(|m| m.get("id").is_none()), "no response after a cancellation");
+    assert!(
+        rest.iter().all(|m| m.get("id").is_none()),
+        "no response after a cancellation"
+    );
     assert!(rest.len() < 200, "the tool stopped");
 }
 
@@ -163,7 +211,9 @@ async fn a_reply_to_a_server_request_reaches_the_waiting_worker_from_any_gateway
     let _w0 = worker(&redis, &["--toolset", "demo,conformance"]);
     let _w1 = worker(&redis, &["--toolset", "demo,conformance"]);
     let mut a0 = RawClient::new(&g0.url());
-    a0.initialize_with("2025-11-25", json!({"sampling": {}, "elicitation": {}})).await.unwrap();
+    a0.initialize_with("2025-11-25", json!({"sampling": {}, "elicitation": {}}))
+        .await
+        .unwrap();
     let a1 = via(&a0, &g1);
     wait_for_workers(&a0, 2).await;
 
@@ -173,11 +223,21 @@ async fn a_reply_to_a_server_request_reaches_the_waiting_worker_from_any_gateway
         .unwrap();
     let (_, request) = stream.next_message(WAIT).await.unwrap().unwrap();
     assert_eq!(request["method"], "sampling/createMessage");
-    assert_eq!(request["params"]["messages"][0]["content"]["text"], "say hi");
+    assert_eq!(
+        request["params"]["messages"][0]["content"]["text"],
+        "say hi"
+    );
     let reply = json!({"jsonrpc":"2.0","id":request["id"],"result":{"role":"assistant","content":{"type":"text","text":"hi"},"model":"test"}});
-    assert_eq!(a1.post(&reply).await.unwrap().status(), 202, "the reply goes to the other gateway");
+    assert_eq!(
+        a1.post(&reply).await.unwrap().status(),
+        202,
+        "the reply goes to the other gateway"
+    );
     let rest = messages(&stream.collect(WAIT).await.unwrap());
-    assert_eq!(rest.last().unwrap()["result"]["content"][0]["text"], "LLM response: hi");
+    assert_eq!(
+        rest.last().unwrap()["result"]["content"][0]["text"],
+        "LLM response: hi"
+    );
 }
 
 #[tokio::test]
@@ -192,7 +252,12 @@ async fn a_killed_gateway_is_survived_by_resuming_elsewhere() {
     wait_for_workers(&a0, 1).await;
 
     let mut stream = a0
-        .call_tool_stream(1, "long_running_operation", json!({"steps": 20, "step_ms": 50}), Some("k"))
+        .call_tool_stream(
+            1,
+            "long_running_operation",
+            json!({"steps": 20, "step_ms": 50}),
+            Some("k"),
+        )
         .await
         .unwrap();
     let mut seen = Vec::new();
@@ -203,26 +268,55 @@ async fn a_killed_gateway_is_survived_by_resuming_elsewhere() {
         last_id = e.id;
     }
     g0.kill();
-    let rest = messages(&a1.open_stream(Some(&last_id)).await.unwrap().collect(WAIT).await.unwrap());
+    let rest = messages(
+        &a1.open_stream(Some(&last_id))
+            .await
+            .unwrap()
+            .collect(WAIT)
+            .await
+            .unwrap(),
+    );
     seen.extend(progress_of(&rest));
-    assert_eq!(seen, (1..=20).map(f64::from).collect::<Vec<_>>(), "every missed event, once");
-    assert_eq!(rest.last().unwrap()["result"]["content"][0]["text"], "operation completed: 20 steps");
+    assert_eq!(
+        seen,
+        (1..=20).map(f64::from).collect::<Vec<_>>(),
+        "every missed event, once"
+    );
+    assert_eq!(
+        rest.last().unwrap()["result"]["content"][0]["text"],
+        "operation completed: 20 steps"
+    );
 }
 
 #[tokio::test]
 async fn a_killed_worker_is_survived_by_retry_or_a_clear_error() {
     let redis = RedisServer::start().unwrap();
     let g = gateway(&redis, &[]);
-    let fast = ["--toolset", "demo,conformance", "--job-claim-idle-ms", "1500", "--heartbeat-ms", "300"];
+    let fast = [
+        "--toolset",
+        "demo,conformance",
+        "--job-claim-idle-ms",
+        "1500",
+        "--heartbeat-ms",
+        "300",
+    ];
     let mut w0 = worker(&redis, &fast);
     let mut client = RawClient::new(&g.url());
-    client.initialize_with("2025-11-25", json!({"sampling": {}})).await.unwrap();
+    client
+        .initialize_with("2025-11-25", json!({"sampling": {}}))
+        .await
+        .unwrap();
     wait_for_workers(&client, 1).await;
 
     // A retryable tool: w0 dies mid-call, w1 runs it again, the client sees progress only
     // increase and gets the result.
     let mut stream = client
-        .call_tool_stream(1, "long_running_operation", json!({"steps": 10, "step_ms": 200}), Some("w"))
+        .call_tool_stream(
+            1,
+            "long_running_operation",
+            json!({"steps": 10, "step_ms": 200}),
+            Some("w"),
+        )
         .await
         .unwrap();
     let mut seen = Vec::new();
@@ -231,7 +325,10 @@ async fn a_killed_worker_is_survived_by_retry_or_a_clear_error() {
         seen.push(m["params"]["progress"].as_f64().unwrap());
     }
     // The non-retryable call waits for a reply that never comes, on the same worker.
-    let pending = client.call_tool_stream(2, "test_sampling", json!({"prompt": "p"}), None).await.unwrap();
+    let pending = client
+        .call_tool_stream(2, "test_sampling", json!({"prompt": "p"}), None)
+        .await
+        .unwrap();
     let mut pending = pending;
     let (_, request) = pending.next_message(WAIT).await.unwrap().unwrap();
     assert_eq!(request["method"], "sampling/createMessage");
@@ -241,16 +338,30 @@ async fn a_killed_worker_is_survived_by_retry_or_a_clear_error() {
     let _w1 = worker(&redis, &fast);
     let rest = messages(&stream.collect(WAIT).await.unwrap());
     seen.extend(progress_of(&rest));
-    assert!(seen.windows(2).all(|w| w[0] < w[1]), "progress only increases: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "progress only increases: {seen:?}"
+    );
     assert_eq!(seen.last(), Some(&10.0));
-    assert_eq!(rest.last().unwrap()["result"]["content"][0]["text"], "operation completed: 10 steps");
+    assert_eq!(
+        rest.last().unwrap()["result"]["content"][0]["text"],
+        "operation completed: 10 steps"
+    );
 
     let rest = messages(&pending.collect(WAIT).await.unwrap());
     let answer = rest.last().unwrap();
     assert_eq!(answer["id"], 2);
     assert_eq!(answer["error"]["code"], -32603, "{answer}");
-    assert!(answer["error"]["message"].as_str().unwrap().contains("not marked retryable"));
-    assert!(killed_at.elapsed() < Duration::from_secs(20), "answered within a bounded time");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not marked retryable")
+    );
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(20),
+        "answered within a bounded time"
+    );
 }
 
 #[tokio::test]
@@ -262,7 +373,10 @@ async fn a_redis_restart_is_survived() {
     client.initialize("2025-11-25").await.unwrap();
     wait_for_workers(&client, 1).await;
     let mut standalone = client.open_stream(None).await.unwrap();
-    client.call_tool(1, "broadcast", json!({"message": "before"}), None).await.unwrap();
+    client
+        .call_tool(1, "broadcast", json!({"message": "before"}), None)
+        .await
+        .unwrap();
     let (event, m) = standalone.next_log(WAIT).await.unwrap().unwrap();
     assert_eq!(m["params"]["data"], "before");
     let mut last_id = event.id;
@@ -270,7 +384,10 @@ async fn a_redis_restart_is_survived() {
     redis.kill();
     // During the outage: a clear 503, quickly, not a hang.
     let started = Instant::now();
-    let r = client.post(&json!({"jsonrpc":"2.0","id":2,"method":"ping"})).await.unwrap();
+    let r = client
+        .post(&json!({"jsonrpc":"2.0","id":2,"method":"ping"}))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     assert!(started.elapsed() < Duration::from_secs(10));
 
@@ -278,15 +395,25 @@ async fn a_redis_restart_is_survived() {
     // Back: requests work again once the gateway has reconnected.
     let start = Instant::now();
     loop {
-        let r = client.post(&json!({"jsonrpc":"2.0","id":3,"method":"ping"})).await.unwrap();
+        let r = client
+            .post(&json!({"jsonrpc":"2.0","id":3,"method":"ping"}))
+            .await
+            .unwrap();
         if r.status() == 200 {
             break;
         }
-        assert!(start.elapsed() < WAIT, "the gateway did not recover: {}", r.status());
+        assert!(
+            start.elapsed() < WAIT,
+            "the gateway did not recover: {}",
+            r.status()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     wait_for_workers(&client, 1).await;
-    client.call_tool(4, "broadcast", json!({"message": "after"}), None).await.unwrap();
+    client
+        .call_tool(4, "broadcast", json!({"message": "after"}), None)
+        .await
+        .unwrap();
     // The open stream either carries it, or ended so the client resumes: either way the
     // client gets it exactly once, after "before".
     let got = match standalone.next_log(WAIT).await {

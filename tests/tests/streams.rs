@@ -1,17 +1,31 @@
 //! SSE streams end to end: progress, logging, the standalone stream, resumption of both
 //! kinds of stream, cancellation, takeover, slow clients and graceful drain.
+//!
+//! Each behaviour runs twice (see `in_both!` at the end): against one standalone gateway,
+//! and against a Redis cluster of two gateways and a worker where every request of the
+//! session, every stream and every resumption goes to the next gateway in turn.
 
 use e2e_tests::client::{content_type, messages};
-use e2e_tests::{Gateway, RawClient, SseReader};
+use e2e_tests::{Deployment, Gateway, Kind, RawClient, SseReader};
 use serde_json::{Value, json};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn session(gw: &Gateway, version: &str) -> RawClient {
-    let mut client = RawClient::new(&gw.url());
-    client.initialize(version).await.expect("initialize");
-    client
+async fn start(kind: Kind, args: &[&str]) -> Deployment {
+    Deployment::start(kind, args).await.expect("deployment")
+}
+
+async fn session(d: &Deployment, version: &str) -> RawClient {
+    d.client(version).await.expect("initialize")
+}
+
+async fn status(client: &RawClient) -> Value {
+    let v = client
+        .request(900, "tools/call", json!({"name": "server_status"}))
+        .await
+        .unwrap();
+    serde_json::from_str(v["result"]["content"][0]["text"].as_str().unwrap()).unwrap()
 }
 
 fn progress_values(msgs: &[Value]) -> Vec<f64> {
@@ -21,10 +35,9 @@ fn progress_values(msgs: &[Value]) -> Vec<f64> {
         .collect()
 }
 
-#[tokio::test]
-async fn progress_arrives_in_order_before_the_result_and_only_with_a_token() {
-    let gw = Gateway::start(&[]).unwrap();
-    let client = session(&gw, "2025-11-25").await;
+async fn progress_arrives_in_order_before_the_result_and_only_with_a_token(kind: Kind) {
+    let d = start(kind, &[]).await;
+    let client = session(&d, "2025-11-25").await;
     let events = client
         .call_tool(
             1,
@@ -75,10 +88,9 @@ async fn progress_arrives_in_order_before_the_result_and_only_with_a_token() {
     assert_eq!(msgs[0]["id"], 2);
 }
 
-#[tokio::test]
-async fn older_revisions_get_no_priming_event() {
-    let gw = Gateway::start(&[]).unwrap();
-    let client = session(&gw, "2025-03-26").await;
+async fn older_revisions_get_no_priming_event(kind: Kind) {
+    let d = start(kind, &[]).await;
+    let client = session(&d, "2025-03-26").await;
     let events = client
         .call_tool(1, "send_notification", json!({"message": "m"}), None)
         .await
@@ -87,10 +99,9 @@ async fn older_revisions_get_no_priming_event() {
     assert_eq!(messages(&events).len(), 2);
 }
 
-#[tokio::test]
-async fn log_level_filters_notifications() {
-    let gw = Gateway::start(&[]).unwrap();
-    let client = session(&gw, "2025-11-25").await;
+async fn log_level_filters_notifications(kind: Kind) {
+    let d = start(kind, &[]).await;
+    let client = session(&d, "2025-11-25").await;
     let events = client
         .call_tool(1, "send_notification", json!({"message": "hello"}), None)
         .await
@@ -164,10 +175,9 @@ async fn log_level_filters_notifications() {
     assert_eq!(m["params"]["data"], "high");
 }
 
-#[tokio::test]
-async fn a_json_only_client_gets_a_plain_json_result() {
-    let gw = Gateway::start(&[]).unwrap();
-    let client = session(&gw, "2025-11-25").await;
+async fn a_json_only_client_gets_a_plain_json_result(kind: Kind) {
+    let d = start(kind, &[]).await;
+    let client = session(&d, "2025-11-25").await;
     let call = json!({"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"long_running_operation","arguments":{"steps":3,"step_ms":0},"_meta":{"progressToken":"t"}}});
     let r = client
         .post_with(&call, &[("accept", "application/json")])
@@ -183,11 +193,10 @@ async fn a_json_only_client_gets_a_plain_json_result() {
     );
 }
 
-#[tokio::test]
-async fn the_standalone_stream_carries_broadcasts_and_background_tasks() {
-    let gw = Gateway::start(&[]).unwrap();
-    let a = session(&gw, "2025-11-25").await;
-    let b = session(&gw, "2025-06-18").await;
+async fn the_standalone_stream_carries_broadcasts_and_background_tasks(kind: Kind) {
+    let d = start(kind, &[]).await;
+    let a = session(&d, "2025-11-25").await;
+    let b = session(&d, "2025-06-18").await;
     let mut stream_a = a.open_stream(None).await.unwrap();
     let mut stream_b = b.open_stream(None).await.unwrap();
     // 2025-11-25 primes the standalone stream; 2025-06-18 does not.
@@ -234,23 +243,17 @@ async fn the_standalone_stream_carries_broadcasts_and_background_tasks() {
         );
     }
 
-    let v = a
-        .request(3, "tools/call", json!({"name": "server_status"}))
-        .await
-        .unwrap();
-    let status: Value =
-        serde_json::from_str(v["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
-    assert_eq!(status["gateways"], 1);
+    let status = status(&a).await;
+    assert_eq!(status["gateways"], d.gateways.len());
     assert_eq!(status["sessions"], 2);
     assert_eq!(status["workers"], 1);
     assert_eq!(status["jobs_in_flight"], 1, "only the status call itself");
 }
 
-#[tokio::test]
-async fn messages_sent_while_no_stream_is_open_wait_for_the_next_one() {
-    let gw = Gateway::start(&[]).unwrap();
-    let a = session(&gw, "2025-11-25").await;
-    let b = session(&gw, "2025-11-25").await;
+async fn messages_sent_while_no_stream_is_open_wait_for_the_next_one(kind: Kind) {
+    let d = start(kind, &[]).await;
+    let a = session(&d, "2025-11-25").await;
+    let b = session(&d, "2025-11-25").await;
     // b broadcasts while a has no standalone stream; the broadcast is logged before the
     // tool answers, so a's first stream must carry it.
     b.call_tool(
@@ -266,10 +269,9 @@ async fn messages_sent_while_no_stream_is_open_wait_for_the_next_one() {
     assert_eq!(m["params"]["data"], "while you were away");
 }
 
-#[tokio::test]
-async fn a_dropped_standalone_stream_resumes_without_loss_or_duplicates() {
-    let gw = Gateway::start(&[]).unwrap();
-    let client = session(&gw, "2025-11-25").await;
+async fn a_dropped_standalone_stream_resumes_without_loss_or_duplicates(kind: Kind) {
+    let d = start(kind, &[]).await;
+    let client = session(&d, "2025-11-25").await;
     let mut stream = client.open_stream(None).await.unwrap();
     for i in 0..3 {
         client
@@ -310,10 +312,9 @@ async fn a_dropped_standalone_stream_resumes_without_loss_or_duplicates() {
     );
 }
 
-#[tokio::test]
-async fn a_dropped_request_stream_resumes_with_the_rest_and_the_result() {
-    let gw = Gateway::start(&[]).unwrap();
-    let client = session(&gw, "2025-11-25").await;
+async fn a_dropped_request_stream_resumes_with_the_rest_and_the_result(kind: Kind) {
+    let d = start(kind, &[]).await;
+    let client = session(&d, "2025-11-25").await;
     let mut stream = client
         .call_tool_stream(
             1,
@@ -356,10 +357,9 @@ async fn a_dropped_request_stream_resumes_with_the_rest_and_the_result() {
     );
 }
 
-#[tokio::test]
-async fn cancellation_stops_the_tool_and_no_response_follows() {
-    let gw = Gateway::start(&[]).unwrap();
-    let client = session(&gw, "2025-11-25").await;
+async fn cancellation_stops_the_tool_and_no_response_follows(kind: Kind) {
+    let d = start(kind, &[]).await;
+    let client = session(&d, "2025-11-25").await;
     let mut stream = client
         .call_tool_stream(
             41,
@@ -388,19 +388,17 @@ async fn cancellation_stops_the_tool_and_no_response_follows() {
         "the tool stopped: {} more progress events",
         rest.len()
     );
-    let v = client
-        .request(2, "tools/call", json!({"name": "server_status"}))
-        .await
-        .unwrap();
-    let status: Value =
-        serde_json::from_str(v["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
-    assert_eq!(status["jobs_in_flight"], 1, "the cancelled job is finished");
+    // The cancelled job is finished (its stream ended first, so allow a moment).
+    let start = Instant::now();
+    while status(&client).await["jobs_in_flight"] != 1 {
+        assert!(start.elapsed() < WAIT, "the cancelled job never finished");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
-#[tokio::test]
-async fn a_new_standalone_stream_takes_over_from_the_old_one() {
-    let gw = Gateway::start(&[]).unwrap();
-    let client = session(&gw, "2025-11-25").await;
+async fn a_new_standalone_stream_takes_over_from_the_old_one(kind: Kind) {
+    let d = start(kind, &[]).await;
+    let client = session(&d, "2025-11-25").await;
     let mut old = client.open_stream(None).await.unwrap();
     let _priming = old.next(WAIT).await.unwrap();
     let mut new = client.open_stream(None).await.unwrap();
@@ -417,10 +415,9 @@ async fn a_new_standalone_stream_takes_over_from_the_old_one() {
     assert_eq!(m["params"]["data"], "once");
 }
 
-#[tokio::test]
-async fn a_slow_client_is_cut_off_and_resumes_without_loss() {
-    let gw = Gateway::start(&["--stream-queue-len", "4"]).unwrap();
-    let client = session(&gw, "2025-11-25").await;
+async fn a_slow_client_is_cut_off_and_resumes_without_loss(kind: Kind) {
+    let d = start(kind, &["--stream-queue-len", "4"]).await;
+    let client = session(&d, "2025-11-25").await;
     let mut stream = client.open_stream(None).await.unwrap();
     let priming = stream.next(WAIT).await.unwrap().unwrap();
     // The client reads nothing while 64 broadcasts of 1 MiB pile up: far more than the
@@ -486,7 +483,8 @@ async fn a_slow_client_is_cut_off_and_resumes_without_loss() {
 #[tokio::test]
 async fn sigterm_drains_streams_and_exits_cleanly() {
     let mut gw = Gateway::start(&["--drain-timeout-secs", "5"]).unwrap();
-    let client = session(&gw, "2025-11-25").await;
+    let mut client = RawClient::new(&gw.url());
+    client.initialize("2025-11-25").await.unwrap();
     let standalone = client.open_stream(None).await.unwrap();
     let mut call = client
         .call_tool_stream(
@@ -514,10 +512,9 @@ async fn sigterm_drains_streams_and_exits_cleanly() {
     assert_eq!(gw.wait_exit(Duration::from_secs(10)).unwrap(), Some(0));
 }
 
-#[tokio::test]
-async fn sse_responses_carry_proxy_friendly_headers() {
-    let gw = Gateway::start(&[]).unwrap();
-    let client = session(&gw, "2025-11-25").await;
+async fn sse_responses_carry_proxy_friendly_headers(kind: Kind) {
+    let d = start(kind, &[]).await;
+    let client = session(&d, "2025-11-25").await;
     let r = client.get(None).await.unwrap();
     assert_eq!(content_type(&r), "text/event-stream");
     assert_eq!(r.headers()["x-accel-buffering"], "no");
@@ -529,3 +526,35 @@ async fn sse_responses_carry_proxy_friendly_headers() {
     );
     drop(SseReader::new(r));
 }
+
+/// Runs each named test against a standalone gateway and against a Redis cluster.
+macro_rules! in_both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+            #[tokio::test]
+            async fn standalone() {
+                super::$name(Kind::Standalone).await
+            }
+            #[tokio::test]
+            async fn redis_cluster() {
+                super::$name(Kind::Cluster).await
+            }
+        }
+    )*};
+}
+
+in_both!(
+    progress_arrives_in_order_before_the_result_and_only_with_a_token,
+    older_revisions_get_no_priming_event,
+    log_level_filters_notifications,
+    a_json_only_client_gets_a_plain_json_result,
+    the_standalone_stream_carries_broadcasts_and_background_tasks,
+    messages_sent_while_no_stream_is_open_wait_for_the_next_one,
+    a_dropped_standalone_stream_resumes_without_loss_or_duplicates,
+    a_dropped_request_stream_resumes_with_the_rest_and_the_result,
+    cancellation_stops_the_tool_and_no_response_follows,
+    a_new_standalone_stream_takes_over_from_the_old_one,
+    a_slow_client_is_cut_off_and_resumes_without_loss,
+    sse_responses_carry_proxy_friendly_headers,
+);

@@ -193,7 +193,10 @@ impl RequestPump {
                 if message.get("method").and_then(Value::as_str) == Some("notifications/progress")
                     && let Some(progress) = message["params"]["progress"].as_f64()
                 {
-                    let last = self.last_progress.entry(stream).or_insert(f64::NEG_INFINITY);
+                    let last = self
+                        .last_progress
+                        .entry(stream)
+                        .or_insert(f64::NEG_INFINITY);
                     if progress <= *last {
                         return None;
                     }
@@ -251,7 +254,7 @@ impl RequestPump {
                 stream: *stream,
                 seq: cursor,
             };
-            let _ = tx.try_send(Frame::empty(id, Some(self.app.sse_retry())));
+            send_retry_hint(tx, Frame::empty(id, Some(self.app.sse_retry()))).await;
         }
         PumpEnd::Interrupted
     }
@@ -380,7 +383,7 @@ impl StandalonePump {
                     Ok(Live::SessionEnded) | Err(RecvError::Closed) => return PumpEnd::SessionEnded,
                     Err(RecvError::Lagged(missed)) => {
                         tracing::info!(session = %self.session, missed, "standalone stream fell behind; closing it so the client resumes");
-                        return self.interrupt(tx);
+                        return self.interrupt(tx).await;
                     }
                 },
                 live = self.broadcasts.receiver.recv() => match live {
@@ -391,11 +394,11 @@ impl StandalonePump {
                     }
                     Err(RecvError::Lagged(missed)) => {
                         tracing::info!(session = %self.session, missed, "standalone stream fell behind on broadcasts; closing it so the client resumes");
-                        return self.interrupt(tx);
+                        return self.interrupt(tx).await;
                     }
                     Err(RecvError::Closed) => return PumpEnd::Interrupted,
                 },
-                () = self.app.draining.cancelled() => return self.interrupt(tx),
+                () = self.app.draining.cancelled() => return self.interrupt(tx).await,
                 _ = touch.tick() => {
                     match self.app.bus.session(&self.session).await {
                         Ok(record) => self.log_level = record.log_level,
@@ -446,13 +449,19 @@ impl StandalonePump {
         tx.send(frame).await.err().map(|_| PumpEnd::ClientGone)
     }
 
-    fn interrupt(&self, tx: &mpsc::Sender<Frame>) -> PumpEnd {
-        let _ = tx.try_send(Frame::empty(
-            EventId::Standalone(self.cursor),
-            Some(self.app.sse_retry()),
-        ));
+    async fn interrupt(&self, tx: &mpsc::Sender<Frame>) -> PumpEnd {
+        let hint = Frame::empty(EventId::Standalone(self.cursor), Some(self.app.sse_retry()));
+        send_retry_hint(tx, hint).await;
         PumpEnd::Interrupted
     }
+}
+
+/// How long a closing stream waits for room to send its `retry` hint. A client too slow
+/// to take it in that time reconnects after its own default delay instead.
+const RETRY_HINT_WAIT: Duration = Duration::from_millis(250);
+
+async fn send_retry_hint(tx: &mpsc::Sender<Frame>, hint: Frame) {
+    let _ = tokio::time::timeout(RETRY_HINT_WAIT, tx.send(hint)).await;
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
