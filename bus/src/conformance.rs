@@ -261,7 +261,13 @@ async fn jobs_reach_one_worker_and_are_counted(bus: Arc<dyn Bus>) {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(Job { delivery_id: None, ..got.clone() }, job);
+    assert_eq!(
+        Job {
+            delivery_id: None,
+            ..got.clone()
+        },
+        job
+    );
     bus.finish_job(&worker, &got).await.unwrap();
     assert_eq!(bus.stats().await.unwrap().jobs_in_flight, 0);
 }

@@ -179,4 +179,7 @@ pub trait Bus: Send + Sync + 'static {
 
     /// A cluster-wide snapshot.
     async fn stats(&self) -> Result<ClusterStats, BusError>;
+
+    /// Succeeds when the bus can serve requests now (readiness probes ask this).
+    async fn health(&self) -> Result<(), BusError>;
 }

@@ -29,11 +29,11 @@ pub use contract::{BroadcastSubscription, Bus, Replay, SessionSubscription};
 pub use error::BusError;
 pub use ids::{SessionId, StreamId, WorkerId};
 pub use memory::{MemoryBus, MemoryBusConfig};
-pub use redis::{RedisBus, RedisBusConfig};
 pub use message::{
     BroadcastEvent, ClusterStats, Control, EventBody, Job, Live, SessionEvent, SessionRecord,
     StandaloneCursor, StreamTarget, WorkerInfo,
 };
+pub use redis::{RedisBus, RedisBusConfig};
 
 /// Milliseconds since the Unix epoch, the clock of deadlines and latency stamps.
 pub fn now_ms() -> u64 {

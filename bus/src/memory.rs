@@ -421,6 +421,10 @@ impl Bus for MemoryBus {
             jobs_in_flight: self.jobs_in_flight.load(Ordering::Relaxed),
         })
     }
+
+    async fn health(&self) -> Result<(), BusError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

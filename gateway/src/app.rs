@@ -2,12 +2,14 @@
 
 use crate::config::Config;
 use crate::http::guard::{OriginPolicy, check_origin};
+use crate::ops;
 use crate::state::AppState;
 use crate::transport;
 use axum::Router;
 use axum::routing::get;
 use axum::serve::ListenerExt;
 use mcp_bus::{Bus, MemoryBus, MemoryBusConfig, RedisBus, RedisBusConfig};
+use mcp_telemetry::{Metrics, Role};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +32,8 @@ pub enum GatewayError {
     Io(#[from] std::io::Error),
 }
 
-/// The router: `/mcp` behind the Host/Origin guard, and `/healthz`.
+/// The router: `/mcp` behind the Host/Origin guard; `/healthz`, `/readyz` and
+/// `/metrics` for operators; HTTP metrics and tracing around everything.
 pub fn router(state: AppState) -> Router {
     let policy = Arc::new(OriginPolicy::from_config(&state.config));
     let mcp = Router::new()
@@ -41,10 +44,16 @@ pub fn router(state: AppState) -> Router {
                 .delete(transport::delete::delete),
         )
         .layer(axum::middleware::from_fn_with_state(policy, check_origin))
-        .with_state(state);
-    Router::new()
+        .with_state(state.clone());
+    let ops = Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .with_state(state.clone());
+    Router::new()
         .merge(mcp)
+        .merge(ops)
+        .layer(axum::middleware::from_fn_with_state(state, ops::count_http))
         .layer(TraceLayer::new_for_http())
 }
 
@@ -57,6 +66,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
     let tools = worker::toolsets::build(&config.toolsets).map_err(GatewayError::Config)?;
+    let node = format!("g-{:08x}", rand::random::<u32>());
+    let metrics = Arc::new(Metrics::new(Role::Gateway, &node));
     let bus: Arc<dyn Bus> = match &config.redis_url {
         None => MemoryBus::new(MemoryBusConfig {
             session_log_len: config.event_log_len.max(1),
@@ -73,7 +84,8 @@ pub async fn serve(
             redis.live_queue_len = config.stream_queue_len.max(1);
             redis.job_queue_len = config.job_queue_len.max(1);
             redis.session_idle_ttl = config.session_idle_ttl();
-            redis.gateway_id = Some(format!("g-{:08x}", rand::random::<u32>()));
+            redis.gateway_id = Some(node.clone());
+            metrics.register(mcp_bus::redis::metrics::collectors());
             RedisBus::connect(redis).await?
         }
     };
@@ -89,7 +101,8 @@ pub async fn serve(
                 drain_timeout: config.drain_timeout(),
                 ..WorkerConfig::default()
             },
-        );
+        )
+        .with_metrics(metrics.clone());
         Some(worker.start(worker_stop.clone()).await?)
     } else {
         None
@@ -98,15 +111,20 @@ pub async fn serve(
     let state = AppState {
         bus,
         config: Arc::new(config),
+        metrics,
+        tool_names: Default::default(),
         draining: CancellationToken::new(),
         closing: CancellationToken::new(),
     };
+    tokio::spawn(ops::watch_cluster(state.clone()));
+    tokio::spawn(ops::observe_broadcast_fanout(state.clone()));
     {
         let state = state.clone();
         tokio::spawn(async move {
             shutdown.await;
             tracing::info!(drain_timeout = ?state.config.drain_timeout(), "shutting down: draining streams");
             state.draining.cancel();
+            state.metrics.ready.set(0);
             tokio::time::sleep(state.config.drain_timeout()).await;
             state.closing.cancel();
         });

@@ -10,6 +10,7 @@
 //! - [`transport`]: Streamable HTTP itself: POST/GET/DELETE on `/mcp`, sessions, SSE
 //!   streams, event ids and resumption.
 //! - [`mcp`]: the protocol methods the gateway answers itself; everything else is a job.
+//! - [`ops`]: what operators see: `/readyz`, `/metrics`, HTTP metrics, cluster gauges.
 //! - [`state`]: what handlers share: the bus, the configuration, the shutdown signals.
 //!
 //! Every stream is fed from the bus, never from local state another node could not
@@ -19,6 +20,7 @@ pub mod app;
 pub mod config;
 pub mod http;
 pub mod mcp;
+pub mod ops;
 pub mod state;
 pub mod transport;
 

@@ -1,23 +1,16 @@
-//! `mcp-gateway`: the binary edge. Parses the configuration, sets up logging, binds the
-//! listener and runs until SIGTERM or SIGINT.
+//! `mcp-gateway`: the binary edge. Parses the configuration, sets up logs and traces,
+//! binds the listener and runs until SIGTERM or SIGINT.
 
 use anyhow::Context;
 use clap::Parser;
 use gateway::Config;
-use tracing_subscriber::EnvFilter;
+use mcp_telemetry::logs::{LogFormat, init};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if config.log_format == "json" {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
+    // Flushes exported spans when main returns.
+    let _telemetry = init("mcp-gateway", LogFormat::parse(&config.log_format))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -27,22 +20,15 @@ async fn main() -> anyhow::Result<()> {
 
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = interrupt => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = interrupt.await;
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = interrupt => {}
+                _ = term.recv() => {}
             }
         }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = interrupt.await;
+        Err(_) => {
+            let _ = interrupt.await;
+        }
     }
 }

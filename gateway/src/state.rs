@@ -2,6 +2,7 @@
 
 use crate::config::Config;
 use mcp_bus::Bus;
+use mcp_telemetry::Metrics;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -13,6 +14,11 @@ pub struct AppState {
     pub bus: Arc<dyn Bus>,
     /// The configuration.
     pub config: Arc<Config>,
+    /// The node's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Names of the tools workers serve, refreshed in the background: a metrics label
+    /// names a tool only if it is one of these.
+    pub tool_names: Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
     /// Cancelled when shutdown starts: no new work, standalone streams close so clients
     /// reconnect elsewhere.
     pub draining: CancellationToken,
@@ -26,6 +32,16 @@ impl AppState {
     pub fn touch_interval(&self) -> Duration {
         (self.config.session_idle_ttl() / 3)
             .clamp(Duration::from_millis(100), Duration::from_secs(60))
+    }
+
+    /// The tool a `tools/call` names, if workers serve it; `unknown` otherwise.
+    pub fn known_tool(&self, params: Option<&serde_json::Value>) -> String {
+        let name = params.and_then(|p| p.get("name")).and_then(|n| n.as_str());
+        let names = self.tool_names.read().unwrap_or_else(|p| p.into_inner());
+        match name {
+            Some(name) if names.contains(name) => name.to_owned(),
+            _ => "unknown".to_owned(),
+        }
     }
 
     /// The SSE `retry` hint.

@@ -2,12 +2,18 @@
 //! configuration, logging, signals.
 
 use anyhow::Context;
+use axum::extract::State;
+use axum::http::{StatusCode, header::CONTENT_TYPE};
+use axum::response::{IntoResponse, Response};
 use clap::Parser;
-use mcp_bus::{RedisBus, RedisBusConfig};
+use mcp_bus::{Bus, RedisBus, RedisBusConfig};
+use mcp_telemetry::logs::{LogFormat, init};
+use mcp_telemetry::{Metrics, Role};
 use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use tracing_subscriber::EnvFilter;
 use worker::{Worker, WorkerConfig};
 
 /// Serves tools to every gateway on a shared Redis bus.
@@ -21,7 +27,12 @@ struct Args {
     #[arg(long, env = "MCPGW_REDIS_PREFIX", default_value = "mcpgw")]
     redis_prefix: String,
     /// Built-in tool sets to serve (repeatable or comma-separated).
-    #[arg(long = "toolset", env = "MCPGW_TOOLSET", value_delimiter = ',', default_value = "demo")]
+    #[arg(
+        long = "toolset",
+        env = "MCPGW_TOOLSET",
+        value_delimiter = ',',
+        default_value = "demo"
+    )]
     toolsets: Vec<String>,
     /// Jobs run at once.
     #[arg(long, env = "MCPGW_WORKER_CONCURRENCY", default_value_t = 1024)]
@@ -36,6 +47,9 @@ struct Args {
     /// On SIGTERM/SIGINT, seconds running jobs get to finish.
     #[arg(long, env = "MCPGW_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
     drain_timeout_secs: u64,
+    /// Address for `/metrics`, `/healthz` and `/readyz` (off when not given).
+    #[arg(long, env = "MCPGW_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
     /// Log format: `text` or `json`.
     #[arg(long, env = "MCPGW_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -55,13 +69,8 @@ async fn main() -> anyhow::Result<()> {
         let _ = writeln!(std::io::stdout(), "{text}");
         return Ok(());
     }
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if args.log_format == "json" {
-        logs.json().init();
-    } else {
-        logs.init();
-    }
+    // Flushes exported spans when main returns.
+    let _telemetry = init("mcp-worker", LogFormat::parse(&args.log_format))?;
     let url = args.redis_url.context(
         "--redis-url is required: a worker serves gateways over a shared bus \
          (for one process, run mcp-gateway without --redis-url; it embeds a worker)",
@@ -74,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot reach Redis at {url}"))?;
     let worker = Worker::new(
-        bus,
+        bus.clone(),
         tools,
         WorkerConfig {
             max_concurrent_jobs: args.concurrency.max(1),
@@ -82,8 +91,36 @@ async fn main() -> anyhow::Result<()> {
             drain_timeout: Duration::from_secs(args.drain_timeout_secs),
         },
     );
-    tracing::info!(worker = %worker.id(), "worker serving jobs");
+    let metrics = Arc::new(Metrics::new(Role::Worker, &worker.id().0));
+    metrics.register(mcp_bus::redis::metrics::collectors());
+    let worker = worker.with_metrics(metrics.clone());
     let stop = CancellationToken::new();
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+        tracing::info!(listen = %listener.local_addr()?, "metrics serving");
+        let ops = OpsState {
+            bus,
+            metrics,
+            stop: stop.clone(),
+        };
+        let router = axum::Router::new()
+            .route("/metrics", axum::routing::get(metrics_text))
+            .route("/healthz", axum::routing::get(|| async { "ok" }))
+            .route("/readyz", axum::routing::get(readyz))
+            .with_state(ops);
+        let stopped = stop.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(stopped.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::warn!(error = %e, "metrics listener stopped");
+            }
+        });
+    }
+    tracing::info!(worker = %worker.id(), "worker serving jobs");
     {
         let stop = stop.clone();
         tokio::spawn(async move {
@@ -95,6 +132,36 @@ async fn main() -> anyhow::Result<()> {
     worker.run(stop).await?;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+#[derive(Clone)]
+struct OpsState {
+    bus: Arc<RedisBus>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+}
+
+async fn metrics_text(State(ops): State<OpsState>) -> Response {
+    (
+        [(CONTENT_TYPE, Metrics::content_type())],
+        ops.metrics.render(),
+    )
+        .into_response()
+}
+
+/// 200 while the bus answers and the worker is not stopping.
+async fn readyz(State(ops): State<OpsState>) -> Response {
+    let ready = !ops.stop.is_cancelled()
+        && matches!(
+            tokio::time::timeout(Duration::from_secs(2), ops.bus.health()).await,
+            Ok(Ok(()))
+        );
+    ops.metrics.ready.set(i64::from(ready));
+    if ready {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
 }
 
 async fn shutdown_signal() {

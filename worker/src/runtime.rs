@@ -12,6 +12,7 @@ use mcp_protocol::{
     CallToolResult, ErrorObject, ProtocolVersion, RequestId,
     jsonrpc::{self, REQUEST_TIMEOUT},
 };
+use mcp_telemetry::Metrics;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -19,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{Semaphore, broadcast::error::RecvError, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How a worker runs.
 #[derive(Debug, Clone)]
@@ -155,6 +157,7 @@ pub struct Worker {
     shared: Arc<Shared>,
     tools: Arc<ToolSet>,
     config: WorkerConfig,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Worker {
@@ -173,7 +176,14 @@ impl Worker {
             }),
             tools: Arc::new(tools),
             config,
+            metrics: None,
         }
+    }
+
+    /// Records job metrics (running, completed by tool and outcome, duration) in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// This worker's id.
@@ -255,10 +265,23 @@ impl Worker {
                 Ok(job) => {
                     let shared = shared.clone();
                     let tools = self.tools.clone();
-                    tokio::spawn(async move {
-                        run_job(&shared, &tools, job).await;
-                        drop(permit);
-                    });
+                    let metrics = self.metrics.clone();
+                    let span = tracing::info_span!(
+                        "tool.call",
+                        session = %job.session,
+                        request = %job.request_id,
+                        method = %job.method,
+                        tool = tracing::field::Empty,
+                        attempt = job.attempt,
+                    );
+                    mcp_telemetry::propagation::set_parent(&span, job.traceparent.as_deref());
+                    tokio::spawn(
+                        async move {
+                            run_job(&shared, &tools, metrics.as_deref(), job).await;
+                            drop(permit);
+                        }
+                        .instrument(span),
+                    );
                 }
                 Err(BusError::Closed) => break,
                 Err(e) => {
@@ -286,6 +309,7 @@ impl Worker {
             shared: self.shared.clone(),
             tools: self.tools.clone(),
             config: self.config.clone(),
+            metrics: self.metrics.clone(),
         }
     }
 
@@ -301,11 +325,23 @@ impl Worker {
     }
 }
 
-async fn run_job(shared: &Arc<Shared>, tools: &ToolSet, job: Job) {
+async fn run_job(shared: &Arc<Shared>, tools: &ToolSet, metrics: Option<&Metrics>, job: Job) {
     let key = (job.session.clone(), job.request_id.clone());
     let cancel = CancellationToken::new();
     lock(&shared.running).insert(key.clone(), cancel.clone());
     shared.jobs_running.fetch_add(1, Ordering::Relaxed);
+    // The tool name labels metrics only when it names a tool we serve: clients choose it,
+    // and must not be able to grow the number of series.
+    let tool = match job.params.get("name").and_then(Value::as_str) {
+        Some(name) if job.method == "tools/call" && tools.get(name).is_some() => name.to_owned(),
+        _ if job.method == "tools/call" => "unknown".to_owned(),
+        _ => job.method.clone(),
+    };
+    tracing::Span::current().record("tool", tool.as_str());
+    if let Some(m) = metrics {
+        m.jobs_running.inc();
+    }
+    let started = std::time::Instant::now();
 
     let version = ProtocolVersion::parse(&job.protocol_version).unwrap_or(ProtocolVersion::LATEST);
     let remaining = Duration::from_millis(job.deadline_ms.saturating_sub(mcp_bus::now_ms()));
@@ -321,6 +357,26 @@ async fn run_job(shared: &Arc<Shared>, tools: &ToolSet, job: Job) {
 
     lock(&shared.running).remove(&key);
     shared.jobs_running.fetch_sub(1, Ordering::Relaxed);
+    if let Some(m) = metrics {
+        m.jobs_running.dec();
+        let outcome = match &outcome {
+            Ok(result) if result.get("isError") == Some(&Value::Bool(true)) => "tool_error",
+            Ok(_) => "ok",
+            Err(ToolError::Cancelled) => "cancelled",
+            Err(ToolError::Failed(_)) => "tool_error",
+            Err(ToolError::InvalidArguments(_)) if version.validation_errors_are_tool_errors() => {
+                "tool_error"
+            }
+            Err(ToolError::Protocol(e)) if e.code == REQUEST_TIMEOUT => "timeout",
+            Err(_) => "error",
+        };
+        m.jobs_completed
+            .with_label_values(&[tool.as_str(), outcome])
+            .inc();
+        m.job_duration
+            .with_label_values(&[tool.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+    }
 
     let id = &job.request_id;
     let body = match outcome {

@@ -41,7 +41,9 @@ impl redis::aio::AsyncPushSender for PushQueue {
 }
 
 /// A new push queue and its receiving end.
-pub(crate) fn push_queue(capacity: usize) -> (PushQueue, mpsc::Receiver<PushInfo>, Arc<AtomicBool>) {
+pub(crate) fn push_queue(
+    capacity: usize,
+) -> (PushQueue, mpsc::Receiver<PushInfo>, Arc<AtomicBool>) {
     let (tx, rx) = mpsc::channel(capacity.max(16));
     let overflowed = Arc::new(AtomicBool::new(false));
     (
@@ -125,7 +127,10 @@ impl Hub {
 
     /// A receiver of the session's live messages, subscribed to its channel (once per
     /// process). Returns whether this call created the local entry.
-    pub(crate) async fn join(&self, session: &SessionId) -> Result<(broadcast::Receiver<Live>, bool), BusError> {
+    pub(crate) async fn join(
+        &self,
+        session: &SessionId,
+    ) -> Result<(broadcast::Receiver<Live>, bool), BusError> {
         let (receiver, subscribed, created) = {
             let mut sessions = lock(&self.sessions);
             match sessions.get(session) {
@@ -178,9 +183,9 @@ impl Hub {
             .collect();
         for id in idle {
             sessions.remove(&id);
-            let _ = self
-                .commands
-                .send(SubscriptionCommand::Unsubscribe(self.keys.session_channel(&id)));
+            let _ = self.commands.send(SubscriptionCommand::Unsubscribe(
+                self.keys.session_channel(&id),
+            ));
         }
     }
 
@@ -230,9 +235,9 @@ impl Hub {
         }
         if ended && let Some(entry) = sessions.remove(session) {
             drop(entry);
-            let _ = self
-                .commands
-                .send(SubscriptionCommand::Unsubscribe(self.keys.session_channel(session)));
+            let _ = self.commands.send(SubscriptionCommand::Unsubscribe(
+                self.keys.session_channel(session),
+            ));
         }
     }
 
@@ -350,8 +355,10 @@ pub(crate) async fn dispatch_pushes(
         match push.kind {
             PushKind::Message => {
                 let mut data = push.data.into_iter();
-                let channel: Option<String> = data.next().and_then(|v| redis::from_redis_value(v).ok());
-                let payload: Option<String> = data.next().and_then(|v| redis::from_redis_value(v).ok());
+                let channel: Option<String> =
+                    data.next().and_then(|v| redis::from_redis_value(v).ok());
+                let payload: Option<String> =
+                    data.next().and_then(|v| redis::from_redis_value(v).ok());
                 if let (Some(channel), Some(payload)) = (channel, payload)
                     && let Some(target) = hub.dispatch(&channel, &payload)
                 {
@@ -359,7 +366,10 @@ pub(crate) async fn dispatch_pushes(
                 }
             }
             PushKind::Disconnection => {
-                tracing::warn!("pub/sub connection lost; catching up from the logs once it is back");
+                super::metrics::RECONNECTS.inc();
+                tracing::warn!(
+                    "pub/sub connection lost; catching up from the logs once it is back"
+                );
                 let hub = hub.clone();
                 let pool = pool.clone();
                 let keys = keys.clone();
@@ -375,7 +385,9 @@ pub(crate) async fn dispatch_pushes(
             tokio::spawn(async move { catch_up_all_when_back(&hub, &pool, &keys).await });
         }
         for target in catch_up {
-            let Ok(mut conn) = pool.get().await else { continue };
+            let Ok(mut conn) = pool.get().await else {
+                continue;
+            };
             let result = match &target {
                 Some(session) => {
                     let after = hub
@@ -384,7 +396,9 @@ pub(crate) async fn dispatch_pushes(
                         .find(|(id, _)| id == session)
                         .map(|(_, s)| s);
                     match after {
-                        Some(after) => catch_up_session(&hub, &mut conn, &keys, session, after).await,
+                        Some(after) => {
+                            catch_up_session(&hub, &mut conn, &keys, session, after).await
+                        }
                         None => Ok(()),
                     }
                 }
@@ -403,7 +417,10 @@ pub(crate) async fn catch_up_all_when_back(hub: &Hub, pool: &deadpool_redis::Poo
     let mut delay = std::time::Duration::from_millis(50);
     loop {
         if let Ok(mut conn) = pool.get().await
-            && redis::cmd("PING").query_async::<String>(&mut *conn).await.is_ok()
+            && redis::cmd("PING")
+                .query_async::<String>(&mut *conn)
+                .await
+                .is_ok()
         {
             if let Err(e) = catch_up_all(hub, &mut conn, keys).await {
                 tracing::warn!(error = %e, "catch-up failed; the periodic check will retry");

@@ -17,9 +17,10 @@
 
 mod hub;
 pub mod keys;
+pub mod metrics;
 mod scripts;
 
-use crate::contract::{Bus, BroadcastSubscription, Replay, SessionSubscription};
+use crate::contract::{BroadcastSubscription, Bus, Replay, SessionSubscription};
 use crate::error::BusError;
 use crate::ids::{SessionId, WorkerId};
 use crate::message::{
@@ -31,12 +32,12 @@ use async_trait::async_trait;
 use hub::Hub;
 use keys::Keys;
 use mcp_protocol::{LogLevel, RequestId, Tool, jsonrpc};
+use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId as RedisStreamId, StreamRangeReply,
     StreamReadOptions, StreamReadReply,
 };
-use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
@@ -116,10 +117,12 @@ impl StoredEvent {
 }
 
 pub(crate) fn redis_err(e: redis::RedisError) -> BusError {
+    metrics::ERRORS.inc();
     BusError::Unavailable(e.to_string())
 }
 
 fn pool_err(e: deadpool_redis::PoolError) -> BusError {
+    metrics::ERRORS.inc();
     BusError::Unavailable(e.to_string())
 }
 
@@ -236,11 +239,16 @@ impl RedisBus {
         tokio::spawn(maintain(Arc::downgrade(&bus), pubsub));
         // Fail fast on a wrong URL; everything later survives outages.
         let mut conn = bus.conn().await?;
-        let _: String = redis::cmd("PING").query_async(&mut *conn).await.map_err(redis_err)?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut *conn)
+            .await
+            .map_err(redis_err)?;
         Ok(bus)
     }
 
+    /// A pooled connection for one round trip (a command, a pipeline or a script).
     async fn conn(&self) -> Result<deadpool_redis::Connection, BusError> {
+        metrics::COMMANDS.inc();
         self.pool.get().await.map_err(pool_err)
     }
 
@@ -255,7 +263,10 @@ impl RedisBus {
                     .subscribe_channel(self.keys.broadcast_channel())
                     .await?;
                 let mut conn = self.conn().await?;
-                let head: Option<u64> = conn.get(self.keys.broadcast_seq()).await.map_err(redis_err)?;
+                let head: Option<u64> = conn
+                    .get(self.keys.broadcast_seq())
+                    .await
+                    .map_err(redis_err)?;
                 self.hub.set_broadcast_last(head.unwrap_or(0));
                 Ok::<(), BusError>(())
             })
@@ -320,9 +331,12 @@ impl RedisBus {
     }
 
     async fn announce_tools_changed(&self) -> Result<(), BusError> {
-        self.broadcast(jsonrpc::notification("notifications/tools/list_changed", json!({})))
-            .await
-            .map(|_| ())
+        self.broadcast(jsonrpc::notification(
+            "notifications/tools/list_changed",
+            json!({}),
+        ))
+        .await
+        .map(|_| ())
     }
 
     /// Removes workers whose heartbeat stopped; true if any was removed.
@@ -405,7 +419,11 @@ impl RedisBus {
             return Ok(true);
         }
         let _ = self
-            .publish(&job.session, StreamTarget::Request(job.stream), EventBody::End)
+            .publish(
+                &job.session,
+                StreamTarget::Request(job.stream),
+                EventBody::End,
+            )
             .await;
         self.finish_job(worker, job).await?;
         Ok(false)
@@ -424,13 +442,19 @@ async fn maintain(bus: std::sync::Weak<RedisBus>, mut pubsub: ConnectionManager)
         tick.tick().await;
         let Some(bus) = bus.upgrade() else { return };
         // An idle pub/sub connection is probed so a dead one is noticed and re-established.
-        if let Err(e) = redis::cmd("PING").query_async::<redis::Value>(&mut pubsub).await {
+        if let Err(e) = redis::cmd("PING")
+            .query_async::<redis::Value>(&mut pubsub)
+            .await
+        {
             tracing::debug!(error = %e, "pub/sub probe failed");
         }
         bus.hub.collect_idle();
-        let Ok(mut conn) = bus.conn().await else { continue };
+        let Ok(mut conn) = bus.conn().await else {
+            continue;
+        };
         if let Some(id) = &bus.config.gateway_id {
-            let _: redis::RedisResult<()> = conn.zadd(bus.keys.gateway_heartbeats(), id, now_ms()).await;
+            let _: redis::RedisResult<()> =
+                conn.zadd(bus.keys.gateway_heartbeats(), id, now_ms()).await;
         }
         let running: Vec<String> = lock(&bus.running_jobs).iter().cloned().collect();
         if !running.is_empty() {
@@ -454,10 +478,12 @@ async fn maintain(bus: std::sync::Weak<RedisBus>, mut pubsub: ConnectionManager)
             tracing::debug!(error = %e, "broadcast position check failed");
         }
         for (session, after) in bus.hub.positions() {
-            let head: redis::RedisResult<Option<u64>> = conn.hget(bus.keys.session(&session), "seq").await;
+            let head: redis::RedisResult<Option<u64>> =
+                conn.hget(bus.keys.session(&session), "seq").await;
             if let Ok(Some(head)) = head
                 && head > after
-                && let Err(e) = hub::catch_up_session(&bus.hub, &mut conn, &bus.keys, &session, after).await
+                && let Err(e) =
+                    hub::catch_up_session(&bus.hub, &mut conn, &bus.keys, &session, after).await
             {
                 tracing::debug!(error = %e, "session position check failed");
             }
@@ -467,7 +493,10 @@ async fn maintain(bus: std::sync::Weak<RedisBus>, mut pubsub: ConnectionManager)
 
 /// The consumer name jobs of this process are held under.
 fn running_owner(bus: &RedisBus) -> String {
-    lock(&bus.consumer).as_ref().map(|w| w.0.clone()).unwrap_or_default()
+    lock(&bus.consumer)
+        .as_ref()
+        .map(|w| w.0.clone())
+        .unwrap_or_default()
 }
 
 #[async_trait]
@@ -499,19 +528,20 @@ impl Bus for RedisBus {
         let mut conn = self.conn().await?;
         let key = self.keys.session(id);
         let ttl = self.ttl_ms() as i64;
-        let ((rec, level, cs, cb),): ((Option<String>, Option<String>, Option<u64>, Option<u64>),) = redis::pipe()
-            .cmd("HMGET")
-            .arg(&key)
-            .arg(&["rec", "level", "cs", "cb"])
-            .pexpire(&key, ttl)
-            .ignore()
-            .pexpire(self.keys.log(id), ttl)
-            .ignore()
-            .zadd(self.keys.session_index(), id.as_str(), now_ms())
-            .ignore()
-            .query_async(&mut *conn)
-            .await
-            .map_err(redis_err)?;
+        let ((rec, level, cs, cb),): ((Option<String>, Option<String>, Option<u64>, Option<u64>),) =
+            redis::pipe()
+                .cmd("HMGET")
+                .arg(&key)
+                .arg(&["rec", "level", "cs", "cb"])
+                .pexpire(&key, ttl)
+                .ignore()
+                .pexpire(self.keys.log(id), ttl)
+                .ignore()
+                .zadd(self.keys.session_index(), id.as_str(), now_ms())
+                .ignore()
+                .query_async(&mut *conn)
+                .await
+                .map_err(redis_err)?;
         let rec = rec.ok_or(BusError::SessionNotFound)?;
         let mut record: SessionRecord = serde_json::from_str(&rec).map_err(corrupt)?;
         record.log_level = level.as_deref().and_then(LogLevel::parse);
@@ -534,7 +564,11 @@ impl Bus for RedisBus {
             .query_async(&mut *conn)
             .await
             .map_err(redis_err)?;
-        if exists { Ok(()) } else { Err(BusError::SessionNotFound) }
+        if exists {
+            Ok(())
+        } else {
+            Err(BusError::SessionNotFound)
+        }
     }
 
     async fn set_log_level(&self, id: &SessionId, level: LogLevel) -> Result<(), BusError> {
@@ -546,10 +580,18 @@ impl Bus for RedisBus {
             .invoke_async(&mut *conn)
             .await
             .map_err(redis_err)?;
-        if done < 0 { Err(BusError::SessionNotFound) } else { Ok(()) }
+        if done < 0 {
+            Err(BusError::SessionNotFound)
+        } else {
+            Ok(())
+        }
     }
 
-    async fn advance_standalone_cursor(&self, id: &SessionId, cursor: StandaloneCursor) -> Result<(), BusError> {
+    async fn advance_standalone_cursor(
+        &self,
+        id: &SessionId,
+        cursor: StandaloneCursor,
+    ) -> Result<(), BusError> {
         let mut conn = self.conn().await?;
         let done: i64 = scripts::ADVANCE_CURSOR
             .key(self.keys.session(id))
@@ -558,12 +600,19 @@ impl Bus for RedisBus {
             .invoke_async(&mut *conn)
             .await
             .map_err(redis_err)?;
-        if done < 0 { Err(BusError::SessionNotFound) } else { Ok(()) }
+        if done < 0 {
+            Err(BusError::SessionNotFound)
+        } else {
+            Ok(())
+        }
     }
 
     async fn end_session(&self, id: &SessionId) -> Result<bool, BusError> {
         let mut conn = self.conn().await?;
-        let control = serde_json::to_string(&Control::SessionEnded { session: id.clone() }).map_err(corrupt)?;
+        let control = serde_json::to_string(&Control::SessionEnded {
+            session: id.clone(),
+        })
+        .map_err(corrupt)?;
         let existed: i64 = scripts::END_SESSION
             .key(self.keys.session(id))
             .key(self.keys.log(id))
@@ -579,7 +628,12 @@ impl Bus for RedisBus {
         Ok(existed == 1)
     }
 
-    async fn publish(&self, session: &SessionId, stream: StreamTarget, body: EventBody) -> Result<u64, BusError> {
+    async fn publish(
+        &self,
+        session: &SessionId,
+        stream: StreamTarget,
+        body: EventBody,
+    ) -> Result<u64, BusError> {
         let payload = serde_json::to_string(&StoredEvent {
             stream,
             body,
@@ -604,7 +658,10 @@ impl Bus for RedisBus {
         let (receiver, _) = self.hub.join(session).await?;
         // Read the head only now that the subscription is in effect.
         let mut conn = self.conn().await?;
-        let head: Option<u64> = conn.hget(self.keys.session(session), "seq").await.map_err(redis_err)?;
+        let head: Option<u64> = conn
+            .hget(self.keys.session(session), "seq")
+            .await
+            .map_err(redis_err)?;
         let head = head.ok_or(BusError::SessionNotFound)?;
         let first = self.hub.positions().iter().all(|(id, _)| id != session);
         self.hub.prime(session, head);
@@ -615,7 +672,12 @@ impl Bus for RedisBus {
         Ok(SessionSubscription { head, receiver })
     }
 
-    async fn replay(&self, session: &SessionId, after: u64, up_to: u64) -> Result<Replay<Arc<SessionEvent>>, BusError> {
+    async fn replay(
+        &self,
+        session: &SessionId,
+        after: u64,
+        up_to: u64,
+    ) -> Result<Replay<Arc<SessionEvent>>, BusError> {
         let mut conn = self.conn().await?;
         let key = self.keys.log(session);
         let (exists, first, range): (bool, StreamRangeReply, StreamRangeReply) = redis::pipe()
@@ -630,15 +692,28 @@ impl Bus for RedisBus {
         }
         let first_retained = first.ids.first().and_then(|e| seq_of_entry_id(&e.id));
         let complete = after >= up_to || first_retained.is_some_and(|f| f <= after + 1);
-        let events = range.ids.iter().filter_map(parse_log_entry).map(Arc::new).collect();
+        let events = range
+            .ids
+            .iter()
+            .filter_map(parse_log_entry)
+            .map(Arc::new)
+            .collect();
         Ok(Replay { events, complete })
     }
 
-    async fn claim_stream(&self, session: &SessionId, stream: StreamTarget, claim: u64) -> Result<(), BusError> {
+    async fn claim_stream(
+        &self,
+        session: &SessionId,
+        stream: StreamTarget,
+        claim: u64,
+    ) -> Result<(), BusError> {
         let mut conn = self.conn().await?;
         let stream = serde_json::to_string(&stream).map_err(corrupt)?;
         let _: i64 = conn
-            .publish(self.keys.session_channel(session), format!("c {claim} {stream}"))
+            .publish(
+                self.keys.session_channel(session),
+                format!("c {claim} {stream}"),
+            )
             .await
             .map_err(redis_err)?;
         Ok(())
@@ -667,11 +742,18 @@ impl Bus for RedisBus {
 
     async fn broadcast_head(&self) -> Result<u64, BusError> {
         let mut conn = self.conn().await?;
-        let head: Option<u64> = conn.get(self.keys.broadcast_seq()).await.map_err(redis_err)?;
+        let head: Option<u64> = conn
+            .get(self.keys.broadcast_seq())
+            .await
+            .map_err(redis_err)?;
         Ok(head.unwrap_or(0))
     }
 
-    async fn replay_broadcasts(&self, after: u64, up_to: u64) -> Result<Replay<Arc<BroadcastEvent>>, BusError> {
+    async fn replay_broadcasts(
+        &self,
+        after: u64,
+        up_to: u64,
+    ) -> Result<Replay<Arc<BroadcastEvent>>, BusError> {
         let mut conn = self.conn().await?;
         let key = self.keys.broadcast_log();
         let (first, range): (StreamRangeReply, StreamRangeReply) = redis::pipe()
@@ -682,7 +764,12 @@ impl Bus for RedisBus {
             .map_err(redis_err)?;
         let first_retained = first.ids.first().and_then(|e| seq_of_entry_id(&e.id));
         let complete = after >= up_to || first_retained.is_some_and(|f| f <= after + 1);
-        let events = range.ids.iter().filter_map(parse_broadcast_entry).map(Arc::new).collect();
+        let events = range
+            .ids
+            .iter()
+            .filter_map(parse_broadcast_entry)
+            .map(Arc::new)
+            .collect();
         Ok(Replay { events, complete })
     }
 
@@ -705,21 +792,21 @@ impl Bus for RedisBus {
         loop {
             let claim_due = {
                 let mut last = lock(&self.last_autoclaim);
-                let due = last.elapsed() >= self.config.heartbeat.min(self.config.job_claim_idle / 2);
+                let due =
+                    last.elapsed() >= self.config.heartbeat.min(self.config.job_claim_idle / 2);
                 if due {
                     *last = std::time::Instant::now();
                 }
                 due
             };
-            if claim_due
-                && let Some(job) = self.claim_abandoned(worker).await?
-            {
+            if claim_due && let Some(job) = self.claim_abandoned(worker).await? {
                 if self.take(worker, &job).await? {
                     return Ok(job);
                 }
                 continue;
             }
             let mut conn = self.blocking_conn().await?;
+            metrics::COMMANDS.inc();
             let block_ms = self.config.heartbeat.as_millis().min(2000) as usize;
             let reply: Option<StreamReadReply> = conn
                 .xread_options(
@@ -732,7 +819,9 @@ impl Bus for RedisBus {
                 )
                 .await
                 .map_err(redis_err)?;
-            let Some(entry) = reply.and_then(|r| r.keys.into_iter().next()).and_then(|k| k.ids.into_iter().next())
+            let Some(entry) = reply
+                .and_then(|r| r.keys.into_iter().next())
+                .and_then(|k| k.ids.into_iter().next())
             else {
                 continue;
             };
@@ -777,11 +866,18 @@ impl Bus for RedisBus {
         let payload = serde_json::to_string(&message).map_err(corrupt)?;
         let mut conn = self.conn().await?;
         match &message {
-            Control::Cancel { session, request_id, .. } => {
+            Control::Cancel {
+                session,
+                request_id,
+                ..
+            } => {
                 let field = serde_json::to_string(request_id).map_err(corrupt)?;
                 // Either the worker's `take` sees the marker, or we see its claim: the
                 // marker is written before the second look.
-                let running: Option<String> = conn.hget(self.keys.running(session), &field).await.map_err(redis_err)?;
+                let running: Option<String> = conn
+                    .hget(self.keys.running(session), &field)
+                    .await
+                    .map_err(redis_err)?;
                 let worker = match running {
                     Some(worker) => Some(worker),
                     None => {
@@ -815,7 +911,9 @@ impl Bus for RedisBus {
                             .await
                             .map_err(redis_err)?;
                     }
-                    None => tracing::debug!(request = %request_id, "a response to no request of ours"),
+                    None => {
+                        tracing::debug!(request = %request_id, "a response to no request of ours")
+                    }
                 }
             }
             Control::SessionEnded { .. } => {
@@ -828,14 +926,19 @@ impl Bus for RedisBus {
         Ok(())
     }
 
-    async fn subscribe_control(&self, worker: &WorkerId) -> Result<broadcast::Receiver<Control>, BusError> {
+    async fn subscribe_control(
+        &self,
+        worker: &WorkerId,
+    ) -> Result<broadcast::Receiver<Control>, BusError> {
         let receiver = self.hub.control.subscribe();
         self.control_ready
             .get_or_try_init(|| self.hub.subscribe_channel(self.keys.control_channel()))
             .await?;
         let new = lock(&self.control_subscribed).insert(worker.clone());
         if new {
-            self.hub.subscribe_channel(self.keys.worker_channel(worker)).await?;
+            self.hub
+                .subscribe_channel(self.keys.worker_channel(worker))
+                .await?;
         }
         Ok(receiver)
     }
@@ -845,7 +948,11 @@ impl Bus for RedisBus {
         let pruned = self.prune_dead_workers().await?;
         let mut conn = self.conn().await?;
         let _: () = redis::pipe()
-            .hset(self.keys.workers(), info.id.0.as_str(), serde_json::to_string(&info).map_err(corrupt)?)
+            .hset(
+                self.keys.workers(),
+                info.id.0.as_str(),
+                serde_json::to_string(&info).map_err(corrupt)?,
+            )
             .ignore()
             .zadd(self.keys.worker_heartbeats(), info.id.0.as_str(), now_ms())
             .ignore()
@@ -901,5 +1008,14 @@ impl Bus for RedisBus {
             workers,
             jobs_in_flight: jobs,
         })
+    }
+
+    async fn health(&self) -> Result<(), BusError> {
+        let mut conn = self.conn().await?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut *conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(())
     }
 }

@@ -14,6 +14,15 @@ pub enum Route {
     Job,
 }
 
+/// Methods of the protocol this gateway knows (a metrics label must not be a client's
+/// free text).
+pub fn is_known(method: &str) -> bool {
+    matches!(
+        method,
+        "initialize" | "ping" | "logging/setLevel" | "tools/list" | "tools/call"
+    )
+}
+
 /// Methods workers answer.
 pub fn is_job(method: &str) -> bool {
     matches!(method, "tools/call")

@@ -13,10 +13,13 @@ use axum::response::{IntoResponse, Response};
 use mcp_bus::{EventBody, StandaloneCursor, StreamId, StreamTarget};
 use std::collections::HashMap;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// Handles GET /mcp.
 pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Response {
-    match handle(app, headers).await {
+    let span = tracing::info_span!("mcp.get", resume = headers.contains_key(LAST_EVENT_ID));
+    let result = handle(app, headers).instrument(span).await;
+    match result {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -96,7 +99,7 @@ async fn standalone(
         priming: session.version.sse_priming(),
     };
     let (tx, rx) = mpsc::channel(32);
-    tokio::spawn(pump.run(tx));
+    tokio::spawn(pump.run(tx).instrument(tracing::Span::current()));
     Ok(respond::sse(&app, rx, None))
 }
 
@@ -153,6 +156,7 @@ async fn resume_request(
             stream,
             OpenRequest {
                 request_id: None,
+                method: None,
                 give_up_at: None,
             },
         )]),
@@ -160,7 +164,8 @@ async fn resume_request(
         log_level: session.record.log_level,
         resumable: true,
         last_progress: HashMap::new(),
+        kind: "get",
     };
-    tokio::spawn(pump.run(tx));
+    tokio::spawn(pump.run(tx).instrument(tracing::Span::current()));
     Ok(respond::sse(&app, rx, None))
 }

@@ -23,6 +23,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// How long past a job's deadline the gateway waits for the worker's own answer before
 /// answering for it.
@@ -30,7 +31,10 @@ const DEADLINE_GRACE: Duration = Duration::from_secs(2);
 
 /// Handles POST /mcp.
 pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
-    match handle(app, headers, body).await {
+    let span = tracing::info_span!("mcp.post");
+    mcp_telemetry::propagation::set_parent(&span, incoming_traceparent(&headers));
+    let result = handle(app, headers, body).instrument(span).await;
+    match result {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
@@ -182,16 +186,18 @@ async fn start_jobs(
     };
     // Subscribe before any job exists, so not even its first event can be missed.
     let subscription = app.bus.subscribe(&record.id).await?;
-    let traceparent = headers
-        .get("traceparent")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    // Our span's context when spans are exported, else the caller's, so a trace crosses
+    // the gateway even when only the client and the workers export.
+    let traceparent = mcp_telemetry::propagation::traceparent_of(&tracing::Span::current())
+        .or_else(|| incoming_traceparent(headers).map(str::to_owned));
     let deadline = app.config.job_timeout();
     let mut open = HashMap::new();
     let mut first_stream = None;
     let single = !batch && immediate.is_empty() && jobs.len() == 1;
     for pending in jobs {
         let stream = StreamId::generate();
+        let method = pending.method.clone();
+        let tool = app.known_tool(pending.params.as_ref());
         let job = Job {
             session: record.id.clone(),
             stream,
@@ -211,10 +217,15 @@ async fn start_jobs(
         };
         match app.bus.enqueue(job).await {
             Ok(()) => {
+                app.metrics
+                    .jobs_enqueued
+                    .with_label_values(&[tool.as_str()])
+                    .inc();
                 open.insert(
                     stream,
                     OpenRequest {
                         request_id: Some(pending.id),
+                        method: Some(method),
                         give_up_at: Some(Instant::now() + deadline + DEADLINE_GRACE),
                     },
                 );
@@ -257,15 +268,19 @@ async fn start_jobs(
         log_level: record.log_level,
         resumable: streaming,
         last_progress: HashMap::new(),
+        kind: "post",
     };
     let bus = app.bus.clone();
     let session_id = record.id.clone();
-    tokio::spawn(async move {
-        pump.run(tx).await;
-        if ephemeral {
-            let _ = bus.end_session(&session_id).await;
+    tokio::spawn(
+        async move {
+            pump.run(tx).await;
+            if ephemeral {
+                let _ = bus.end_session(&session_id).await;
+            }
         }
-    });
+        .instrument(tracing::Span::current()),
+    );
     Ok(if streaming {
         respond::sse(&app, rx, None)
     } else {
@@ -337,6 +352,10 @@ async fn new_record(
 }
 
 /// 400 with a JSON-RPC error body (the request's id when it could be read).
+fn incoming_traceparent(headers: &HeaderMap) -> Option<&str> {
+    headers.get("traceparent").and_then(|v| v.to_str().ok())
+}
+
 fn bad_request(id: Option<&RequestId>, error: ErrorObject) -> Response {
     (
         StatusCode::BAD_REQUEST,

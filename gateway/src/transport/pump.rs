@@ -85,6 +85,8 @@ pub enum PumpEnd {
 pub struct OpenRequest {
     /// The client's request id.
     pub request_id: Option<RequestId>,
+    /// The request's method, when this connection started it (for metrics).
+    pub method: Option<String>,
     /// When the gateway gives up on the worker.
     pub give_up_at: Option<Instant>,
 }
@@ -111,13 +113,32 @@ pub struct RequestPump {
     /// The last progress value sent per stream: a call retried on another worker starts
     /// its progress over, and the client must only ever see it increase.
     pub last_progress: HashMap<StreamId, f64>,
+    /// The connection kind for metrics: `post`, or `get` for a resumption.
+    pub kind: &'static str,
 }
 
 impl RequestPump {
     /// Runs until the streams are done or the connection ends.
-    pub async fn run(mut self, tx: mpsc::Sender<Frame>) -> PumpEnd {
+    pub async fn run(self, tx: mpsc::Sender<Frame>) -> PumpEnd {
+        let gauge = self
+            .app
+            .metrics
+            .sse_streams_open
+            .with_label_values(&[self.kind]);
+        gauge.inc();
+        let end = self.pump(tx).await;
+        gauge.dec();
+        end
+    }
+
+    async fn pump(mut self, tx: mpsc::Sender<Frame>) -> PumpEnd {
         let mut cursor = self.subscription.head;
-        for event in std::mem::take(&mut self.prelude) {
+        let prelude = std::mem::take(&mut self.prelude);
+        self.app
+            .metrics
+            .events_replayed
+            .inc_by(prelude.len() as u64);
+        for event in prelude {
             cursor = cursor.max(event.seq);
             if let Some(end) = self.deliver(&event, &tx).await {
                 return end;
@@ -153,6 +174,7 @@ impl RequestPump {
                     }
                     Ok(Live::SessionEnded) | Err(RecvError::Closed) => return PumpEnd::SessionEnded,
                     Err(RecvError::Lagged(missed)) if self.resumable => {
+                        self.app.metrics.slow_client_disconnects.inc();
                         tracing::info!(session = %self.session, missed, "request stream fell behind; closing it so the client resumes");
                         return self.interrupt(cursor, &tx).await;
                     }
@@ -205,7 +227,20 @@ impl RequestPump {
                 Frame::message(id, message.clone(), false)
             }
             EventBody::Response(response) => {
-                self.open.remove(&stream);
+                if let Some(request) = self.open.remove(&stream)
+                    && let Some(method) = request.method
+                {
+                    let outcome = if response.get("error").is_some() {
+                        "error"
+                    } else {
+                        "ok"
+                    };
+                    self.app
+                        .metrics
+                        .jsonrpc_requests
+                        .with_label_values(&[method.as_str(), outcome])
+                        .inc();
+                }
                 Frame::message(id, response.clone(), true)
             }
             EventBody::End => {
@@ -220,6 +255,9 @@ impl RequestPump {
                 });
             }
         };
+        if let Some(data) = &frame.data {
+            record_delivery(&self.app, data, event.emitted_ms);
+        }
         if tx.send(frame).await.is_err() {
             return Some(PumpEnd::ClientGone);
         }
@@ -312,7 +350,14 @@ impl StandalonePump {
     /// Runs until the connection ends; records how far it got so a later fresh stream
     /// starts there.
     pub async fn run(mut self, tx: mpsc::Sender<Frame>) -> PumpEnd {
+        let gauge = self
+            .app
+            .metrics
+            .sse_streams_open
+            .with_label_values(&["get"]);
+        gauge.inc();
         let end = self.pump(&tx).await;
+        gauge.dec();
         if end != PumpEnd::SessionEnded {
             let _ = self
                 .app
@@ -341,6 +386,10 @@ impl StandalonePump {
             .await
         {
             Ok(replay) => {
+                self.app
+                    .metrics
+                    .events_replayed
+                    .inc_by(replay.events.len() as u64);
                 for event in replay.events {
                     if let Some(end) = self.deliver_session_event(&event, tx).await {
                         return end;
@@ -357,8 +406,15 @@ impl StandalonePump {
             .replay_broadcasts(self.cursor.broadcast_seq, broadcast_head)
             .await
         {
+            self.app
+                .metrics
+                .events_replayed
+                .inc_by(replay.events.len() as u64);
             for event in replay.events {
-                if let Some(end) = self.deliver_broadcast(event.seq, &event.message, tx).await {
+                if let Some(end) = self
+                    .deliver_broadcast(event.seq, &event.message, event.emitted_ms, tx)
+                    .await
+                {
                     return end;
                 }
             }
@@ -382,17 +438,19 @@ impl StandalonePump {
                     Ok(Live::StreamClaimed { .. }) => {}
                     Ok(Live::SessionEnded) | Err(RecvError::Closed) => return PumpEnd::SessionEnded,
                     Err(RecvError::Lagged(missed)) => {
+                        self.app.metrics.slow_client_disconnects.inc();
                         tracing::info!(session = %self.session, missed, "standalone stream fell behind; closing it so the client resumes");
                         return self.interrupt(tx).await;
                     }
                 },
                 live = self.broadcasts.receiver.recv() => match live {
                     Ok(event) => {
-                        if let Some(end) = self.deliver_broadcast(event.seq, &event.message, tx).await {
+                        if let Some(end) = self.deliver_broadcast(event.seq, &event.message, event.emitted_ms, tx).await {
                             return end;
                         }
                     }
                     Err(RecvError::Lagged(missed)) => {
+                        self.app.metrics.slow_client_disconnects.inc();
                         tracing::info!(session = %self.session, missed, "standalone stream fell behind on broadcasts; closing it so the client resumes");
                         return self.interrupt(tx).await;
                     }
@@ -425,26 +483,33 @@ impl StandalonePump {
         let EventBody::Message(message) = &event.body else {
             return None;
         };
-        self.send(message, tx).await
+        self.send(message, event.emitted_ms, tx).await
     }
 
     async fn deliver_broadcast(
         &mut self,
         seq: u64,
         message: &Value,
+        emitted_ms: u64,
         tx: &mpsc::Sender<Frame>,
     ) -> Option<PumpEnd> {
         if seq <= self.cursor.broadcast_seq {
             return None;
         }
         self.cursor.broadcast_seq = seq;
-        self.send(message, tx).await
+        self.send(message, emitted_ms, tx).await
     }
 
-    async fn send(&self, message: &Value, tx: &mpsc::Sender<Frame>) -> Option<PumpEnd> {
+    async fn send(
+        &self,
+        message: &Value,
+        emitted_ms: u64,
+        tx: &mpsc::Sender<Frame>,
+    ) -> Option<PumpEnd> {
         if !LogLevel::message_passes(message, self.log_level) {
             return None;
         }
+        record_delivery(&self.app, message, emitted_ms);
         let frame = Frame::message(EventId::Standalone(self.cursor), message.clone(), false);
         tx.send(frame).await.err().map(|_| PumpEnd::ClientGone)
     }
@@ -454,6 +519,27 @@ impl StandalonePump {
         send_retry_hint(tx, hint).await;
         PumpEnd::Interrupted
     }
+}
+
+/// Counts one message written to a client, by kind, and how long it took from its emitter.
+fn record_delivery(app: &AppState, message: &Value, emitted_ms: u64) {
+    let kind = match (
+        message.get("method").and_then(Value::as_str),
+        message.get("id"),
+    ) {
+        (Some(_), Some(_)) => "request",
+        (Some("notifications/progress"), None) => "progress",
+        (Some("notifications/message"), None) => "message",
+        (Some(_), None) => "other",
+        (None, _) => "response",
+    };
+    let metrics = &app.metrics;
+    metrics
+        .notifications_delivered
+        .with_label_values(&[kind])
+        .inc();
+    let latency_ms = mcp_bus::now_ms().saturating_sub(emitted_ms);
+    metrics.delivery_latency.observe(latency_ms as f64 / 1000.0);
 }
 
 /// How long a closing stream waits for room to send its `retry` hint. A client too slow
