@@ -73,34 +73,36 @@ impl Metrics {
             ("role".to_owned(), role.as_str().to_owned()),
             ("node".to_owned(), node.to_owned()),
         ]);
-        let registry = Registry::new_custom(Some("mcpgw".into()), Some(labels))
-            .unwrap_or_else(|_| Registry::new());
+        let registry = Registry::new_custom(None, Some(labels)).unwrap_or_else(|_| Registry::new());
         let m = Self {
             build_info: IntGaugeVec::new(
-                Opts::new("build_info", "Build information"),
+                Opts::new("mcpgw_build_info", "Build information"),
                 &["version"],
             )
             .unwrap_or_else(unreachable_metric),
-            ready: IntGauge::new("ready", "1 while the node is ready")
+            ready: IntGauge::new("mcpgw_ready", "1 while the node is ready")
                 .unwrap_or_else(unreachable_metric),
             sessions_open: IntGauge::new(
-                "sessions_open",
+                "mcpgw_sessions_open",
                 "Live sessions in the cluster, as this node sees them",
             )
             .unwrap_or_else(unreachable_metric),
             sse_streams_open: IntGaugeVec::new(
-                Opts::new("sse_streams_open", "Open SSE streams on this node"),
+                Opts::new("mcpgw_sse_streams_open", "Open SSE streams on this node"),
                 &["kind"],
             )
             .unwrap_or_else(unreachable_metric),
             http_requests: IntCounterVec::new(
-                Opts::new("http_requests_total", "HTTP requests by method and status"),
+                Opts::new(
+                    "mcpgw_http_requests_total",
+                    "HTTP requests by method and status",
+                ),
                 &["method", "status"],
             )
             .unwrap_or_else(unreachable_metric),
             jsonrpc_requests: IntCounterVec::new(
                 Opts::new(
-                    "jsonrpc_requests_total",
+                    "mcpgw_jsonrpc_requests_total",
                     "JSON-RPC requests by method and outcome",
                 ),
                 &["method", "outcome"],
@@ -108,7 +110,7 @@ impl Metrics {
             .unwrap_or_else(unreachable_metric),
             notifications_delivered: IntCounterVec::new(
                 Opts::new(
-                    "notifications_delivered_total",
+                    "mcpgw_notifications_delivered_total",
                     "Messages written to clients, by kind",
                 ),
                 &["kind"],
@@ -116,44 +118,47 @@ impl Metrics {
             .unwrap_or_else(unreachable_metric),
             delivery_latency: Histogram::with_opts(
                 HistogramOpts::new(
-                    "delivery_latency_seconds",
+                    "mcpgw_delivery_latency_seconds",
                     "From a worker emitting a message to a gateway writing it",
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
             )
             .unwrap_or_else(unreachable_metric),
             events_replayed: IntCounter::new(
-                "events_replayed_total",
+                "mcpgw_events_replayed_total",
                 "Events replayed on resumption",
             )
             .unwrap_or_else(unreachable_metric),
             slow_client_disconnects: IntCounter::new(
-                "slow_client_disconnects_total",
+                "mcpgw_slow_client_disconnects_total",
                 "Streams closed because their client read too slowly",
             )
             .unwrap_or_else(unreachable_metric),
             broadcast_fanout: Histogram::with_opts(
                 HistogramOpts::new(
-                    "broadcast_fanout",
+                    "mcpgw_broadcast_fanout",
                     "Standalone streams on this node one broadcast reached",
                 )
                 .buckets(vec![0.0, 1.0, 10.0, 100.0, 1000.0, 10_000.0, 100_000.0]),
             )
             .unwrap_or_else(unreachable_metric),
             jobs_enqueued: IntCounterVec::new(
-                Opts::new("jobs_enqueued_total", "Jobs enqueued, by tool"),
+                Opts::new("mcpgw_jobs_enqueued_total", "Jobs enqueued, by tool"),
                 &["tool"],
             )
             .unwrap_or_else(unreachable_metric),
-            jobs_running: IntGauge::new("jobs_running", "Jobs running on this worker")
+            jobs_running: IntGauge::new("mcpgw_jobs_running", "Jobs running on this worker")
                 .unwrap_or_else(unreachable_metric),
             jobs_completed: IntCounterVec::new(
-                Opts::new("jobs_completed_total", "Jobs finished, by tool and outcome"),
+                Opts::new(
+                    "mcpgw_jobs_completed_total",
+                    "Jobs finished, by tool and outcome",
+                ),
                 &["tool", "outcome"],
             )
             .unwrap_or_else(unreachable_metric),
             job_duration: HistogramVec::new(
-                HistogramOpts::new("job_duration_seconds", "Job run time, by tool")
+                HistogramOpts::new("mcpgw_job_duration_seconds", "Job run time, by tool")
                     .buckets(LATENCY_BUCKETS.to_vec()),
                 &["tool"],
             )

@@ -46,10 +46,16 @@ pub struct Gateway {
 impl Gateway {
     /// Starts a gateway with extra flags, on an ephemeral port; returns once it serves.
     pub fn start(extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_env(extra, &[])
+    }
+
+    /// Like [`Gateway::start`], with extra environment variables.
+    pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
         let mut child = Command::new(binary("mcp-gateway"))
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -137,15 +143,27 @@ impl Drop for Gateway {
 /// A running `mcp-worker`. Killed when dropped.
 pub struct WorkerProcess {
     child: Child,
+    /// The address of its metrics listener, when started with `--metrics-listen`.
+    pub metrics_addr: Option<String>,
 }
 
 impl WorkerProcess {
     /// Starts a worker on `redis_url` with extra flags; returns once it serves jobs.
     pub fn start(redis_url: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_with_env(redis_url, extra, &[])
+    }
+
+    /// Like [`WorkerProcess::start`], with extra environment variables.
+    pub fn start_with_env(
+        redis_url: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(binary("mcp-worker"))
             .args(["--redis-url", redis_url, "--log-format", "json"])
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -154,17 +172,26 @@ impl WorkerProcess {
         let stderr = child.stderr.take().context("worker stderr")?;
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut metrics_addr = None;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && v["fields"]["message"] == "metrics serving"
+                {
+                    metrics_addr = v["fields"]["listen"].as_str().map(str::to_owned);
+                }
                 if line.contains("worker serving jobs") {
-                    let _ = tx.send(());
+                    let _ = tx.send(metrics_addr.clone());
                 }
             }
         });
-        if rx.recv_timeout(Duration::from_secs(60)).is_err() {
+        let Ok(metrics_addr) = rx.recv_timeout(Duration::from_secs(60)) else {
             let _ = child.kill();
             bail!("the worker did not start");
-        }
-        Ok(Self { child })
+        };
+        Ok(Self {
+            child,
+            metrics_addr,
+        })
     }
 
     /// SIGKILL: the worker dies mid-whatever.

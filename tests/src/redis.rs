@@ -2,7 +2,7 @@
 //! data directory, killable and restartable (never the machine's shared Redis).
 
 use anyhow::{Context, bail};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,20 @@ impl RedisServer {
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
+        // Another test may grab the same free port between our probe and redis-server's
+        // bind; then our server dies and the port answers for someone else's. Check the
+        // server that answers is ours (its data directory), else try another port.
+        for _ in 0..20 {
+            if self.spawn_on_port()? {
+                return Ok(());
+            }
+            self.kill();
+            self.port = free_port()?;
+        }
+        bail!("could not start a redis-server of our own on a free port")
+    }
+
+    fn spawn_on_port(&mut self) -> anyhow::Result<bool> {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", ""])
             .args(["--appendonly", "yes", "--appendfsync", "always"])
@@ -49,13 +63,44 @@ impl RedisServer {
             )?;
         self.child = Some(child);
         let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        loop {
+            if let Some(child) = self.child.as_mut()
+                && child.try_wait()?.is_some()
+            {
+                return Ok(false);
+            }
+            if let Ok(dir) = self.data_dir_of_listener() {
+                return Ok(Path::new(&dir) == self.dir.as_path());
+            }
             if start.elapsed() > Duration::from_secs(10) {
                 bail!("redis-server did not start listening on {}", self.port);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        Ok(())
+    }
+
+    /// `CONFIG GET dir` of whatever listens on our port.
+    fn data_dir_of_listener(&self) -> std::io::Result<String> {
+        use std::io::{Read, Write};
+        let mut socket = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        socket.set_read_timeout(Some(Duration::from_secs(2)))?;
+        socket.write_all(b"*3\r\n$6\r\nCONFIG\r\n$3\r\nGET\r\n$3\r\ndir\r\n")?;
+        let mut reply = Vec::new();
+        let mut buf = [0u8; 512];
+        // *2 $3 dir $N <dir>: the last non-empty line is the directory.
+        while reply.iter().filter(|b| **b == b'\n').count() < 5 {
+            let n = socket.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            reply.extend_from_slice(&buf[..n]);
+        }
+        let text = String::from_utf8_lossy(&reply);
+        text.lines()
+            .rev()
+            .find(|l| !l.is_empty())
+            .map(str::to_owned)
+            .ok_or_else(|| std::io::Error::other("empty CONFIG GET reply"))
     }
 
     /// Kills the server (SIGKILL): an outage.

@@ -7,8 +7,8 @@
 
 use e2e_tests::Gateway;
 use rmcp::model::{
-    CallToolRequestParams, ClientConfig, LoggingMessageNotificationParam, NumberOrString,
-    ProgressNotificationParam, ProgressToken, ProtocolVersion, RequestMetaObject,
+    CallToolRequestParams, ClientConfig, LoggingMessageNotificationParam,
+    ProgressNotificationParam, ProtocolVersion,
 };
 use rmcp::service::{NotificationContext, RoleClient};
 use rmcp::transport::StreamableHttpClientTransport;
@@ -134,13 +134,10 @@ async fn the_official_rust_client_lists_calls_and_hears_every_notification() {
     let (level, data) = wait_for_log(&mut rx, "notify", &mut other).await;
     assert_eq!((level.as_str(), data), ("notice", json!("from-rmcp")));
 
-    // Progress with a progress token.
-    let meta = RequestMetaObject::with_progress_token(ProgressToken(NumberOrString::String(
-        "rmcp-p".into(),
-    )));
-    let mut params = CallToolRequestParams::new("long_running_operation")
+    // Progress: rmcp puts a progress token of its own on every request (it overwrites any
+    // `_meta.progressToken` a caller sets), so the call reports progress.
+    let params = CallToolRequestParams::new("long_running_operation")
         .with_arguments(args(json!({"steps": 8, "step_ms": 5})));
-    params.meta = Some(meta);
     let result = client.call_tool(params).await.unwrap();
     assert_eq!(text_of(&result), "operation completed: 8 steps");
     // The result was delivered after all progress on the same stream, and the client

@@ -11,17 +11,17 @@ fn counter(name: &str, help: &str) -> IntCounter {
 /// Round trips to Redis (a command, a pipeline or a script each count once).
 pub static COMMANDS: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(
-        "redis_commands_total",
+        "mcpgw_redis_commands_total",
         "Redis round trips (commands, pipelines, scripts)",
     )
 });
 /// Round trips that failed (including pool timeouts during an outage).
 pub static ERRORS: LazyLock<IntCounter> =
-    LazyLock::new(|| counter("redis_errors_total", "Redis round trips that failed"));
+    LazyLock::new(|| counter("mcpgw_redis_errors_total", "Redis round trips that failed"));
 /// Pub/sub disconnections (each is followed by a reconnect and a catch-up from the logs).
 pub static RECONNECTS: LazyLock<IntCounter> = LazyLock::new(|| {
     counter(
-        "redis_reconnects_total",
+        "mcpgw_redis_reconnects_total",
         "Redis pub/sub connections lost and re-established",
     )
 });

@@ -127,10 +127,28 @@ async fn handle(app: AppState, headers: HeaderMap, body: Body) -> Result<Respons
                 }
             }
             Ok(Message::Request { id, method, params }) => {
-                match methods::route(&app, session_id.as_ref(), &method, params.as_ref()).await {
-                    Route::Local(Ok(result)) => immediate.push(jsonrpc::response_ok(&id, result)),
+                let route =
+                    methods::route(&app, session_id.as_ref(), &method, params.as_ref()).await;
+                // A metrics label must not be a client's free text.
+                let label = if methods::is_known(&method) {
+                    method.as_str()
+                } else {
+                    "unknown"
+                };
+                let count = |outcome| {
+                    app.metrics
+                        .jsonrpc_requests
+                        .with_label_values(&[label, outcome])
+                        .inc()
+                };
+                match route {
+                    Route::Local(Ok(result)) => {
+                        count("ok");
+                        immediate.push(jsonrpc::response_ok(&id, result));
+                    }
                     Route::Local(Err(error)) => {
-                        immediate.push(jsonrpc::response_err(Some(&id), error))
+                        count("error");
+                        immediate.push(jsonrpc::response_err(Some(&id), error));
                     }
                     Route::Job => jobs.push(PendingJob { id, method, params }),
                 }
@@ -299,10 +317,19 @@ async fn initialize(
     // that follow. A stale Mcp-Session-Id is ignored too: the client is starting over, as
     // a 404 told it to.
     let _ = headers;
+    let counter = |outcome| {
+        app.metrics
+            .jsonrpc_requests
+            .with_label_values(&["initialize", outcome])
+    };
     let request = match lifecycle::negotiate(params.as_ref()) {
         Ok(request) => request,
-        Err(error) => return Ok(bad_request(Some(&id), error)),
+        Err(error) => {
+            counter("error").inc();
+            return Ok(bad_request(Some(&id), error));
+        }
     };
+    counter("ok").inc();
     let session = if app.config.stateless {
         None
     } else {
