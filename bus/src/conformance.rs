@@ -71,6 +71,7 @@ where
     ending_a_session_reaches_subscribers_and_workers(make(roomy)).await;
     jobs_reach_one_worker_and_are_counted(make(roomy)).await;
     registry_unions_tools_and_announces_changes(make(roomy)).await;
+    resource_updates_reach_subscribed_sessions_only(make(roomy)).await;
 }
 
 async fn sessions_round_trip(bus: Arc<dyn Bus>) {
@@ -286,6 +287,9 @@ async fn registry_unions_tools_and_announces_changes(bus: Arc<dyn Bus>) {
     bus.register_worker(WorkerInfo {
         id: a.clone(),
         tools: vec![tool("zeta"), tool("alpha")],
+        resources: vec![],
+        resource_templates: vec![],
+        prompts: vec![],
         jobs_running: 0,
     })
     .await
@@ -293,6 +297,9 @@ async fn registry_unions_tools_and_announces_changes(bus: Arc<dyn Bus>) {
     bus.register_worker(WorkerInfo {
         id: b.clone(),
         tools: vec![tool("alpha"), tool("mid")],
+        resources: vec![],
+        resource_templates: vec![],
+        prompts: vec![],
         jobs_running: 0,
     })
     .await
@@ -318,6 +325,9 @@ async fn registry_unions_tools_and_announces_changes(bus: Arc<dyn Bus>) {
     bus.register_worker(WorkerInfo {
         id: b.clone(),
         tools: vec![tool("alpha"), tool("mid")],
+        resources: vec![],
+        resource_templates: vec![],
+        prompts: vec![],
         jobs_running: 3,
     })
     .await
@@ -342,4 +352,45 @@ async fn registry_unions_tools_and_announces_changes(bus: Arc<dyn Bus>) {
         changes, 3,
         "register a, register b (adds mid), deregister b (drops mid)"
     );
+}
+
+async fn resource_updates_reach_subscribed_sessions_only(bus: Arc<dyn Bus>) {
+    let watcher = record();
+    let other = record();
+    bus.create_session(watcher.clone()).await.unwrap();
+    bus.create_session(other.clone()).await.unwrap();
+    bus.subscribe_resource(&watcher.id, "test://watched")
+        .await
+        .unwrap();
+    bus.subscribe_resource(&other.id, "test://elsewhere")
+        .await
+        .unwrap();
+    assert_eq!(bus.resource_updated("test://watched").await.unwrap(), 1);
+    let events = bus.replay(&watcher.id, 0, 10).await.unwrap().events;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].stream, StreamTarget::Standalone);
+    let EventBody::Message(m) = &events[0].body else {
+        panic!("a message")
+    };
+    assert_eq!(m["method"], "notifications/resources/updated");
+    assert_eq!(m["params"]["uri"], "test://watched");
+    assert!(
+        bus.replay(&other.id, 0, 10)
+            .await
+            .unwrap()
+            .events
+            .is_empty()
+    );
+
+    bus.unsubscribe_resource(&watcher.id, "test://watched")
+        .await
+        .unwrap();
+    assert_eq!(bus.resource_updated("test://watched").await.unwrap(), 0);
+    // A session that ended is no longer notified.
+    bus.end_session(&other.id).await.unwrap();
+    assert_eq!(bus.resource_updated("test://elsewhere").await.unwrap(), 0);
+    assert!(matches!(
+        bus.subscribe_resource(&other.id, "x").await,
+        Err(BusError::SessionNotFound)
+    ));
 }

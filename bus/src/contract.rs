@@ -30,8 +30,8 @@
 use crate::error::BusError;
 use crate::ids::{SessionId, WorkerId};
 use crate::message::{
-    BroadcastEvent, ClusterStats, Control, EventBody, Job, Live, SessionEvent, SessionRecord,
-    StandaloneCursor, StreamTarget, WorkerInfo,
+    BroadcastEvent, Catalog, ClusterStats, Control, EventBody, Job, Live, SessionEvent,
+    SessionRecord, StandaloneCursor, StreamTarget, WorkerInfo,
 };
 use async_trait::async_trait;
 use mcp_protocol::{LogLevel, Tool};
@@ -167,15 +167,33 @@ pub trait Bus: Send + Sync + 'static {
 
     // ----- registry -----
 
-    /// Announces (or refreshes) a worker and its tools. When the union of all workers'
-    /// tools changes, every session is sent `notifications/tools/list_changed`.
+    /// Announces (or refreshes) a worker and what it serves. When the union of all
+    /// workers' tools, resources or prompts changes, every session is sent the matching
+    /// `notifications/{tools,resources,prompts}/list_changed`.
     async fn register_worker(&self, info: WorkerInfo) -> Result<(), BusError>;
 
     /// Removes a worker from the registry (clean shutdown).
     async fn deregister_worker(&self, id: &WorkerId) -> Result<(), BusError>;
 
     /// The union of all live workers' tools, sorted by name.
-    async fn tools(&self) -> Result<Vec<Tool>, BusError>;
+    async fn tools(&self) -> Result<Vec<Tool>, BusError> {
+        Ok(self.catalog().await?.tools)
+    }
+
+    /// The union of everything the live workers serve.
+    async fn catalog(&self) -> Result<Catalog, BusError>;
+
+    // ----- resource subscriptions -----
+
+    /// Subscribes a session to updates of a resource (`resources/subscribe`).
+    async fn subscribe_resource(&self, session: &SessionId, uri: &str) -> Result<(), BusError>;
+
+    /// Ends a session's subscription to a resource (`resources/unsubscribe`).
+    async fn unsubscribe_resource(&self, session: &SessionId, uri: &str) -> Result<(), BusError>;
+
+    /// Sends `notifications/resources/updated` to the standalone stream of every session
+    /// subscribed to `uri`, whichever gateway holds it. Returns how many were notified.
+    async fn resource_updated(&self, uri: &str) -> Result<u64, BusError>;
 
     /// A cluster-wide snapshot.
     async fn stats(&self) -> Result<ClusterStats, BusError>;

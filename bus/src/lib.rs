@@ -30,8 +30,8 @@ pub use error::BusError;
 pub use ids::{SessionId, StreamId, WorkerId};
 pub use memory::{MemoryBus, MemoryBusConfig};
 pub use message::{
-    BroadcastEvent, ClusterStats, Control, EventBody, Job, Live, SessionEvent, SessionRecord,
-    StandaloneCursor, StreamTarget, WorkerInfo,
+    BroadcastEvent, Catalog, ClusterStats, Control, EventBody, Job, Live, SessionEvent,
+    SessionRecord, StandaloneCursor, StreamTarget, WorkerInfo,
 };
 pub use redis::{RedisBus, RedisBusConfig};
 

@@ -9,14 +9,14 @@ use crate::contract::{BroadcastSubscription, Bus, Replay, SessionSubscription};
 use crate::error::BusError;
 use crate::ids::{SessionId, WorkerId};
 use crate::message::{
-    BroadcastEvent, ClusterStats, Control, EventBody, Job, Live, SessionEvent, SessionRecord,
-    StandaloneCursor, StreamTarget, WorkerInfo,
+    BroadcastEvent, Catalog, ClusterStats, Control, EventBody, Job, Live, SessionEvent,
+    SessionRecord, StandaloneCursor, StreamTarget, WorkerInfo,
 };
 use crate::now_ms;
 use async_trait::async_trait;
-use mcp_protocol::{LogLevel, Tool, jsonrpc};
+use mcp_protocol::{LogLevel, jsonrpc};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
@@ -59,6 +59,8 @@ pub struct MemoryBus {
     jobs_in_flight: AtomicU64,
     control: broadcast::Sender<Control>,
     workers: Mutex<BTreeMap<WorkerId, WorkerInfo>>,
+    /// Resource URI → the sessions subscribed to it.
+    resource_subscriptions: Mutex<HashMap<String, HashSet<SessionId>>>,
 }
 
 struct SessionSlot {
@@ -103,6 +105,7 @@ impl MemoryBus {
             jobs_in_flight: AtomicU64::new(0),
             control,
             workers: Mutex::new(BTreeMap::new()),
+            resource_subscriptions: Mutex::new(HashMap::new()),
         });
         let period = (bus.config.session_idle_ttl / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(10));
@@ -126,17 +129,17 @@ impl MemoryBus {
         let _ = self.control.send(Control::SessionEnded {
             session: id.clone(),
         });
+        lock(&self.resource_subscriptions).retain(|_, sessions| {
+            sessions.remove(id);
+            !sessions.is_empty()
+        });
         true
     }
 
-    fn tool_union(workers: &BTreeMap<WorkerId, WorkerInfo>) -> Vec<Tool> {
-        let mut by_name: BTreeMap<&str, &Tool> = BTreeMap::new();
-        for info in workers.values() {
-            for tool in &info.tools {
-                by_name.entry(tool.name.as_str()).or_insert(tool);
-            }
+    fn announce_changes(&self, before: &Catalog, after: &Catalog) {
+        for method in before.changes(after) {
+            self.publish_broadcast(jsonrpc::notification(method, json!({})));
         }
-        by_name.into_values().cloned().collect()
     }
 
     fn publish_broadcast(&self, message: Value) -> u64 {
@@ -374,39 +377,72 @@ impl Bus for MemoryBus {
     }
 
     async fn register_worker(&self, info: WorkerInfo) -> Result<(), BusError> {
-        let changed = {
+        let (before, after) = {
             let mut workers = lock(&self.workers);
-            let before = Self::tool_union(&workers);
+            let before = Catalog::union(workers.values());
             workers.insert(info.id.clone(), info);
-            before != Self::tool_union(&workers)
+            (before, Catalog::union(workers.values()))
         };
-        if changed {
-            self.publish_broadcast(jsonrpc::notification(
-                "notifications/tools/list_changed",
-                json!({}),
-            ));
-        }
+        self.announce_changes(&before, &after);
         Ok(())
     }
 
     async fn deregister_worker(&self, id: &WorkerId) -> Result<(), BusError> {
-        let changed = {
+        let (before, after) = {
             let mut workers = lock(&self.workers);
-            let before = Self::tool_union(&workers);
+            let before = Catalog::union(workers.values());
             workers.remove(id);
-            before != Self::tool_union(&workers)
+            (before, Catalog::union(workers.values()))
         };
-        if changed {
-            self.publish_broadcast(jsonrpc::notification(
-                "notifications/tools/list_changed",
-                json!({}),
-            ));
+        self.announce_changes(&before, &after);
+        Ok(())
+    }
+
+    async fn catalog(&self) -> Result<Catalog, BusError> {
+        Ok(Catalog::union(lock(&self.workers).values()))
+    }
+
+    async fn subscribe_resource(&self, session: &SessionId, uri: &str) -> Result<(), BusError> {
+        self.slot(session)?;
+        lock(&self.resource_subscriptions)
+            .entry(uri.to_owned())
+            .or_default()
+            .insert(session.clone());
+        Ok(())
+    }
+
+    async fn unsubscribe_resource(&self, session: &SessionId, uri: &str) -> Result<(), BusError> {
+        self.slot(session)?;
+        let mut subscriptions = lock(&self.resource_subscriptions);
+        if let Some(sessions) = subscriptions.get_mut(uri) {
+            sessions.remove(session);
+            if sessions.is_empty() {
+                subscriptions.remove(uri);
+            }
         }
         Ok(())
     }
 
-    async fn tools(&self) -> Result<Vec<Tool>, BusError> {
-        Ok(Self::tool_union(&lock(&self.workers)))
+    async fn resource_updated(&self, uri: &str) -> Result<u64, BusError> {
+        let sessions: Vec<SessionId> = lock(&self.resource_subscriptions)
+            .get(uri)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        let message = jsonrpc::notification("notifications/resources/updated", json!({"uri": uri}));
+        let mut notified = 0;
+        for session in sessions {
+            let published = self
+                .publish(
+                    &session,
+                    StreamTarget::Standalone,
+                    EventBody::Message(message.clone()),
+                )
+                .await;
+            if published.is_ok() {
+                notified += 1;
+            }
+        }
+        Ok(notified)
     }
 
     async fn stats(&self) -> Result<ClusterStats, BusError> {

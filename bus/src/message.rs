@@ -2,7 +2,7 @@
 //! as JSON, so a worker in another language can speak the same formats (see `docs/`).
 
 use crate::ids::{SessionId, StreamId, WorkerId};
-use mcp_protocol::{LogLevel, RequestId, Tool};
+use mcp_protocol::{LogLevel, Prompt, RequestId, Resource, ResourceTemplate, Tool};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -184,8 +184,79 @@ pub struct WorkerInfo {
     pub id: WorkerId,
     /// The tools it serves.
     pub tools: Vec<Tool>,
+    /// The resources it serves.
+    #[serde(default)]
+    pub resources: Vec<Resource>,
+    /// The resource templates it serves.
+    #[serde(default)]
+    pub resource_templates: Vec<ResourceTemplate>,
+    /// The prompts it serves.
+    #[serde(default)]
+    pub prompts: Vec<Prompt>,
     /// Jobs it is running now.
     pub jobs_running: u64,
+}
+
+/// Everything the live workers serve: the union of their announcements, each list sorted
+/// by name (or URI), so list results are deterministic.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Catalog {
+    /// Tools, by name.
+    pub tools: Vec<Tool>,
+    /// Resources, by URI.
+    pub resources: Vec<Resource>,
+    /// Resource templates, by URI template.
+    pub resource_templates: Vec<ResourceTemplate>,
+    /// Prompts, by name.
+    pub prompts: Vec<Prompt>,
+}
+
+impl Catalog {
+    /// The union of `workers`' announcements (the first announcement of a name wins).
+    pub fn union<'a>(workers: impl IntoIterator<Item = &'a WorkerInfo>) -> Self {
+        use std::collections::BTreeMap;
+        let mut tools = BTreeMap::new();
+        let mut resources = BTreeMap::new();
+        let mut templates = BTreeMap::new();
+        let mut prompts = BTreeMap::new();
+        for w in workers {
+            for t in &w.tools {
+                tools.entry(t.name.clone()).or_insert_with(|| t.clone());
+            }
+            for r in &w.resources {
+                resources.entry(r.uri.clone()).or_insert_with(|| r.clone());
+            }
+            for r in &w.resource_templates {
+                templates
+                    .entry(r.uri_template.clone())
+                    .or_insert_with(|| r.clone());
+            }
+            for p in &w.prompts {
+                prompts.entry(p.name.clone()).or_insert_with(|| p.clone());
+            }
+        }
+        Self {
+            tools: tools.into_values().collect(),
+            resources: resources.into_values().collect(),
+            resource_templates: templates.into_values().collect(),
+            prompts: prompts.into_values().collect(),
+        }
+    }
+
+    /// The `notifications/*/list_changed` methods that going from `self` to `next` calls for.
+    pub fn changes(&self, next: &Catalog) -> Vec<&'static str> {
+        let mut methods = Vec::new();
+        if self.tools != next.tools {
+            methods.push("notifications/tools/list_changed");
+        }
+        if self.resources != next.resources || self.resource_templates != next.resource_templates {
+            methods.push("notifications/resources/list_changed");
+        }
+        if self.prompts != next.prompts {
+            methods.push("notifications/prompts/list_changed");
+        }
+        methods
+    }
 }
 
 /// A cluster-wide snapshot for `server_status` and operators.

@@ -21,6 +21,8 @@ pub const INTERNAL_ERROR: i64 = -32603;
 pub const SERVER_ERROR: i64 = -32000;
 /// The request did not finish before its deadline (the SDKs' `RequestTimeout`).
 pub const REQUEST_TIMEOUT: i64 = -32001;
+/// A resource that does not exist (`resources/read`), as MCP names it.
+pub const RESOURCE_NOT_FOUND: i64 = -32002;
 /// The body of an HTTP 404 for an unknown `Mcp-Session-Id` (as the TypeScript SDK answers).
 pub const SESSION_NOT_FOUND: i64 = -32001;
 

@@ -7,14 +7,17 @@
 //! - [`version`]: the protocol revisions this project speaks and what differs between them.
 //! - [`logging`]: the syslog-style levels of `notifications/message` and their order.
 //! - [`tool`]: the `Tool` descriptor of `tools/list` and the `CallToolResult` of `tools/call`.
+//! - [`catalog`]: resources, resource templates and prompts, and URI-template matching.
 //!
 //! Nothing here does I/O; parsing and behaviour live in the crates that use these types.
 
+pub mod catalog;
 pub mod jsonrpc;
 pub mod logging;
 pub mod tool;
 pub mod version;
 
+pub use catalog::{Prompt, PromptArgument, Resource, ResourceTemplate};
 pub use jsonrpc::{ErrorObject, Message, RequestId};
 pub use logging::LogLevel;
 pub use tool::{CallToolResult, Tool};

@@ -46,6 +46,15 @@ impl CallToolResult {
         }
     }
 
+    /// A successful result with these content blocks.
+    pub fn content(content: Vec<Value>) -> Self {
+        Self {
+            content,
+            structured_content: None,
+            is_error: false,
+        }
+    }
+
     /// A tool execution error with one text block.
     pub fn error(text: impl Into<String>) -> Self {
         Self {

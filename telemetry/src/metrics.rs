@@ -1,6 +1,7 @@
 //! The Prometheus metrics of gateways and workers (names follow Prometheus conventions:
 //! prefix `mcpgw_`, base units, `_total` counters, `_seconds` histograms). Every metric
-//! exists in every process so dashboards never miss a series; each role moves its own.
+//! is registered in every process, and each role moves its own; a labelled series
+//! (by method, tool, kind) appears with its first event, so alerts use `or vector(0)`.
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,

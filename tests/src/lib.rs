@@ -8,11 +8,13 @@
 //!   restartable.
 //! - [`deployment`]: a standalone gateway or a Redis cluster behind one API, so a test
 //!   proves a behaviour in both set-ups.
+//! - [`nginx`]: the deployment's load balancer config, run for real in front of gateways.
 //! - [`client`]: a raw Streamable HTTP client ([`RawClient`]) that shows every status,
 //!   header and SSE event, for tests that check the transport itself.
 
 pub mod client;
 pub mod deployment;
+pub mod nginx;
 pub mod process;
 pub mod redis;
 

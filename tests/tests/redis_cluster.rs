@@ -428,3 +428,124 @@ async fn a_redis_restart_is_survived() {
     assert_eq!(got["params"]["data"], "after");
     let _ = last_id;
 }
+
+#[tokio::test]
+async fn resource_updates_reach_subscribers_on_other_gateways() {
+    let redis = RedisServer::start().unwrap();
+    let g0 = gateway(&redis, &["--toolset", "demo,conformance"]);
+    let g1 = gateway(&redis, &["--toolset", "demo,conformance"]);
+    let _w = worker(&redis, &["--toolset", "demo,conformance"]);
+    let mut watcher = RawClient::new(&g1.url());
+    watcher.initialize("2025-11-25").await.unwrap();
+    wait_for_workers(&watcher, 1).await;
+    let mut stream = watcher.open_stream(None).await.unwrap();
+    let v = watcher
+        .request(
+            1,
+            "resources/subscribe",
+            json!({"uri": "test://watched-resource"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(v["result"], json!({}));
+
+    // Another session, on the other gateway, changes the resource.
+    let mut changer = RawClient::new(&g0.url());
+    changer.initialize("2025-11-25").await.unwrap();
+    changer
+        .call_tool(2, "update_watched_resource", json!({}), None)
+        .await
+        .unwrap();
+    let m = loop {
+        let (_, m) = stream.next_message(WAIT).await.unwrap().unwrap();
+        // The worker registered after this session began: list_changed comes first.
+        if !m["method"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with("/list_changed")
+        {
+            break m;
+        }
+    };
+    assert_eq!(m["method"], "notifications/resources/updated");
+    assert_eq!(m["params"]["uri"], "test://watched-resource");
+    // The changer did not subscribe, so its own stream stays quiet; and reading the
+    // resource works from either gateway.
+    let read = changer
+        .request(
+            3,
+            "resources/read",
+            json!({"uri": "test://watched-resource"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        read["result"]["contents"][0]["uri"],
+        "test://watched-resource"
+    );
+
+    // After unsubscribing (through the other gateway), updates stop.
+    let mut watcher_on_g0 = watcher.clone();
+    watcher_on_g0.url = g0.url();
+    watcher_on_g0
+        .request(
+            4,
+            "resources/unsubscribe",
+            json!({"uri": "test://watched-resource"}),
+        )
+        .await
+        .unwrap();
+    let v = changer
+        .call_tool(5, "update_watched_resource", json!({}), None)
+        .await
+        .unwrap();
+    assert!(
+        messages(&v).last().unwrap()["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("0 subscribed sessions notified")
+    );
+}
+
+#[tokio::test]
+async fn a_server_closed_stream_is_polled_on_another_gateway() {
+    let redis = RedisServer::start().unwrap();
+    let g0 = gateway(&redis, &["--toolset", "demo,conformance"]);
+    let g1 = gateway(&redis, &["--toolset", "demo,conformance"]);
+    let _w = worker(&redis, &["--toolset", "demo,conformance"]);
+    let mut a0 = RawClient::new(&g0.url());
+    a0.initialize("2025-11-25").await.unwrap();
+    let a1 = via(&a0, &g1);
+    wait_for_workers(&a0, 1).await;
+    // The tool closes the connection (SSE polling, 2025-11-25) and answers later.
+    let events = a0
+        .call_tool(1, "test_reconnection", json!({}), None)
+        .await
+        .unwrap();
+    let last = events.last().unwrap();
+    assert!(
+        last.data.is_empty(),
+        "the stream ends with an empty event: {events:?}"
+    );
+    assert_eq!(
+        last.retry,
+        Some(Duration::from_millis(500)),
+        "carrying the retry hint"
+    );
+    assert!(
+        messages(&events).iter().all(|m| m.get("id").is_none()),
+        "no result yet"
+    );
+    let rest = messages(
+        &a1.open_stream(Some(&last.id))
+            .await
+            .unwrap()
+            .collect(WAIT)
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        rest.last().unwrap()["result"]["content"][0]["text"],
+        "Reconnection test completed"
+    );
+}

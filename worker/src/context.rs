@@ -225,6 +225,12 @@ impl ToolContext {
         self.call.cancel.is_cancelled()
     }
 
+    /// Tells every session subscribed to `uri` that the resource changed
+    /// (`notifications/resources/updated`), on whichever gateway it is connected.
+    pub async fn resource_updated(&self, uri: &str) -> Result<u64, ToolError> {
+        Ok(self.call.shared.bus.resource_updated(uri).await?)
+    }
+
     /// A snapshot of the cluster (gateways, sessions, workers, jobs in flight).
     pub async fn cluster_stats(&self) -> Result<mcp_bus::ClusterStats, ToolError> {
         Ok(self.call.shared.bus.stats().await?)

@@ -25,6 +25,8 @@
 //!
 //! # Layout
 //! - [`tool`]: [`ToolSet`] (registration, schemas, argument validation) and [`ToolError`].
+//! - [`catalog`]: resources, resource templates, prompts and completions, registered on
+//!   the same [`ToolSet`].
 //! - [`context`]: [`ToolContext`], what a running tool can do (progress, logging, the
 //!   session's standalone stream, broadcasts, requests to the client, cancellation), and
 //!   [`SessionHandle`] for work that outlives the call.
@@ -32,12 +34,14 @@
 //!   deadline and cancellation, publishes their results, routes control messages.
 //! - [`toolsets`]: the built-in tools, by name (`demo`).
 
+pub mod catalog;
 pub mod context;
 pub mod runtime;
 pub mod tool;
 pub mod toolsets;
 
+pub use catalog::{CompletionRequest, ResourceContents, user_text};
 pub use context::{SessionHandle, ToolContext};
-pub use mcp_protocol::{CallToolResult, LogLevel};
+pub use mcp_protocol::{CallToolResult, LogLevel, Resource, ResourceTemplate};
 pub use runtime::{Worker, WorkerConfig};
 pub use tool::{ToolError, ToolSet};

@@ -3,6 +3,7 @@
 //! control messages (cancellations, replies to its requests, session ends) to the calls
 //! they concern.
 
+use crate::catalog::{CompletionRequest, ResourceContents};
 use crate::context::ToolContext;
 use crate::tool::{ToolError, ToolSet};
 use mcp_bus::{
@@ -13,7 +14,7 @@ use mcp_protocol::{
     jsonrpc::{self, REQUEST_TIMEOUT},
 };
 use mcp_telemetry::Metrics;
-use serde_json::{Map, Value};
+use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -319,6 +320,9 @@ impl Worker {
             .register_worker(WorkerInfo {
                 id: self.shared.id.clone(),
                 tools: self.tools.descriptors(),
+                resources: self.tools.resource_descriptors(),
+                resource_templates: self.tools.template_descriptors(),
+                prompts: self.tools.prompt_descriptors(),
                 jobs_running: self.shared.jobs_running.load(Ordering::Relaxed),
             })
             .await
@@ -453,6 +457,90 @@ async fn execute(tools: &ToolSet, ctx: ToolContext, job: &Job) -> Result<Value, 
             tool.validate(&arguments)?;
             let result = tool.call(ctx, arguments).await?;
             Ok(result.to_value())
+        }
+        "resources/read" => {
+            let uri = job
+                .params
+                .get("uri")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    ToolError::Protocol(ErrorObject::invalid_params(
+                        "resources/read needs params.uri, a string",
+                    ))
+                })?;
+            match tools.read_resource(ctx, uri).await {
+                Some(contents) => Ok(json!({
+                    "contents": contents?.iter().map(ResourceContents::to_value).collect::<Vec<_>>()
+                })),
+                None => Err(ToolError::Protocol(ErrorObject {
+                    code: jsonrpc::RESOURCE_NOT_FOUND,
+                    message: format!("Resource not found: {uri}"),
+                    data: Some(json!({"uri": uri})),
+                })),
+            }
+        }
+        "prompts/get" => {
+            let name = job
+                .params
+                .get("name")
+                .and_then(Value::as_str)
+                .ok_or_else(|| {
+                    ToolError::Protocol(ErrorObject::invalid_params(
+                        "prompts/get needs params.name, a string",
+                    ))
+                })?;
+            let arguments = match job.params.get("arguments") {
+                None | Some(Value::Null) => Value::Object(Map::new()),
+                Some(args @ Value::Object(_)) => args.clone(),
+                Some(_) => {
+                    return Err(ToolError::Protocol(ErrorObject::invalid_params(
+                        "prompts/get params.arguments must be an object",
+                    )));
+                }
+            };
+            match tools.get_prompt(ctx, name, arguments).await {
+                Some(Ok(result)) => Ok(result),
+                // A prompt's arguments are a protocol matter in every revision.
+                Some(Err(ToolError::InvalidArguments(msg))) => {
+                    Err(ToolError::Protocol(ErrorObject::invalid_params(format!(
+                        "invalid arguments for prompt {name}: {msg}"
+                    ))))
+                }
+                Some(Err(e)) => Err(e),
+                None => Err(ToolError::Protocol(ErrorObject::invalid_params(format!(
+                    "Unknown prompt: {name}"
+                )))),
+            }
+        }
+        "completion/complete" => {
+            let argument = job.params.get("argument");
+            let name = argument.and_then(|a| a.get("name")).and_then(Value::as_str);
+            let value = argument
+                .and_then(|a| a.get("value"))
+                .and_then(Value::as_str);
+            let reference = job.params.get("ref").cloned();
+            let (Some(name), Some(value), Some(reference)) = (name, value, reference) else {
+                return Err(ToolError::Protocol(ErrorObject::invalid_params(
+                    "completion/complete needs params.ref and params.argument {name, value}",
+                )));
+            };
+            let context = job.params["context"]["arguments"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, v)| v.as_str().map(|v| (k.clone(), v.to_owned())))
+                .collect();
+            let request = CompletionRequest {
+                reference,
+                argument: name.to_owned(),
+                value: value.to_owned(),
+                context,
+            };
+            let mut values = tools.complete(ctx, request).await?;
+            // The protocol caps one answer at 100 values.
+            let total = values.len();
+            values.truncate(100);
+            Ok(json!({"completion": {"values": values, "total": total, "hasMore": total > 100}}))
         }
         other => Err(ToolError::Protocol(ErrorObject::method_not_found(other))),
     }

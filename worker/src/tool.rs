@@ -1,13 +1,21 @@
 //! Registering tools: a name, a description, and a typed handler whose argument type
 //! yields the input schema.
 
+use crate::catalog::{
+    CompletionHandler, CompletionRequest, PromptEntry, ResourceContents, ResourceEntry,
+    TemplateEntry,
+};
 use crate::context::ToolContext;
 use futures::future::BoxFuture;
-use mcp_protocol::{CallToolResult, ErrorObject, Tool};
+use mcp_protocol::{
+    CallToolResult, ErrorObject, Prompt, PromptArgument, Resource, ResourceTemplate, Tool,
+};
 use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_json::json;
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -96,10 +104,15 @@ impl ToolEntry {
     }
 }
 
-/// A set of tools a worker serves.
+/// What a worker serves: tools, and also resources, resource templates, prompts and a
+/// completion handler.
 #[derive(Default, Clone)]
 pub struct ToolSet {
     tools: BTreeMap<String, Arc<ToolEntry>>,
+    resources: BTreeMap<String, Arc<ResourceEntry>>,
+    templates: BTreeMap<String, Arc<TemplateEntry>>,
+    prompts: BTreeMap<String, Arc<PromptEntry>>,
+    completion: Option<Arc<CompletionHandler>>,
 }
 
 impl ToolSet {
@@ -184,10 +197,210 @@ impl ToolSet {
         self
     }
 
-    /// Adds every tool of `other` (its tools win on a name clash).
+    /// Adds a resource with a fixed URI; `read` returns its contents.
+    pub fn resource<F, Fut>(mut self, resource: Resource, read: F) -> Self
+    where
+        F: Fn(ToolContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<ResourceContents>, ToolError>> + Send + 'static,
+    {
+        let read = Arc::new(read);
+        let erased = move |ctx: ToolContext, _uri: String, _vars: HashMap<String, String>| {
+            let read = read.clone();
+            let fut: BoxFuture<'static, _> = Box::pin(async move { read(ctx).await });
+            fut
+        };
+        self.resources.insert(
+            resource.uri.clone(),
+            Arc::new(ResourceEntry {
+                descriptor: resource,
+                read: Box::new(erased),
+            }),
+        );
+        self
+    }
+
+    /// Adds a resource template (`{name}` variables); `read` gets the URI asked for and
+    /// the variables it matched.
+    pub fn resource_template<F, Fut>(mut self, template: ResourceTemplate, read: F) -> Self
+    where
+        F: Fn(ToolContext, String, HashMap<String, String>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<ResourceContents>, ToolError>> + Send + 'static,
+    {
+        let read = Arc::new(read);
+        let erased = move |ctx: ToolContext, uri: String, vars: HashMap<String, String>| {
+            let read = read.clone();
+            let fut: BoxFuture<'static, _> = Box::pin(async move { read(ctx, uri, vars).await });
+            fut
+        };
+        self.templates.insert(
+            template.uri_template.clone(),
+            Arc::new(TemplateEntry {
+                descriptor: template,
+                read: Box::new(erased),
+            }),
+        );
+        self
+    }
+
+    /// Adds a prompt whose arguments are `A` (string fields; `Option` ones are optional).
+    /// `get` returns its messages.
+    pub fn prompt<A, F, Fut>(mut self, name: &str, description: &str, get: F) -> Self
+    where
+        A: DeserializeOwned + JsonSchema + Send + 'static,
+        F: Fn(ToolContext, A) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<Value>, ToolError>> + Send + 'static,
+    {
+        let schema = input_schema_of::<A>();
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let arguments = schema["properties"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(name, property)| PromptArgument {
+                name: name.clone(),
+                description: property["description"].as_str().map(str::to_owned),
+                required: required.contains(&name.as_str()),
+            })
+            .collect();
+        let validator = jsonschema::validator_for(&schema).ok();
+        let get = Arc::new(get);
+        let erased = move |ctx: ToolContext, arguments: Value| {
+            let get = get.clone();
+            let fut: BoxFuture<'static, _> = Box::pin(async move {
+                let args: A = serde_json::from_value(arguments)
+                    .map_err(|e| ToolError::InvalidArguments(e.to_string()))?;
+                get(ctx, args).await
+            });
+            fut
+        };
+        self.prompts.insert(
+            name.to_owned(),
+            Arc::new(PromptEntry {
+                descriptor: Prompt {
+                    name: name.to_owned(),
+                    title: None,
+                    description: Some(description.to_owned()),
+                    arguments,
+                },
+                validator,
+                get: Box::new(erased),
+            }),
+        );
+        self
+    }
+
+    /// Sets the handler of `completion/complete` (suggested values for a prompt's or a
+    /// template's argument). Without one, completions are empty.
+    pub fn completion<F, Fut>(mut self, complete: F) -> Self
+    where
+        F: Fn(ToolContext, CompletionRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<String>, ToolError>> + Send + 'static,
+    {
+        let complete = Arc::new(complete);
+        self.completion = Some(Arc::new(
+            move |ctx: ToolContext, request: CompletionRequest| {
+                let complete = complete.clone();
+                let fut: BoxFuture<'static, _> =
+                    Box::pin(async move { complete(ctx, request).await });
+                fut
+            },
+        ));
+        self
+    }
+
+    /// Adds everything `other` serves (its entries win on a clash).
     pub fn merge(mut self, other: ToolSet) -> Self {
         self.tools.extend(other.tools);
+        self.resources.extend(other.resources);
+        self.templates.extend(other.templates);
+        self.prompts.extend(other.prompts);
+        if other.completion.is_some() {
+            self.completion = other.completion;
+        }
         self
+    }
+
+    /// Every resource's descriptor, sorted by URI.
+    pub fn resource_descriptors(&self) -> Vec<Resource> {
+        self.resources
+            .values()
+            .map(|r| r.descriptor.clone())
+            .collect()
+    }
+
+    /// Every resource template's descriptor, sorted by template.
+    pub fn template_descriptors(&self) -> Vec<ResourceTemplate> {
+        self.templates
+            .values()
+            .map(|t| t.descriptor.clone())
+            .collect()
+    }
+
+    /// Every prompt's descriptor, sorted by name.
+    pub fn prompt_descriptors(&self) -> Vec<Prompt> {
+        self.prompts
+            .values()
+            .map(|p| p.descriptor.clone())
+            .collect()
+    }
+
+    /// Reads a resource: an exact URI first, then the templates.
+    pub(crate) async fn read_resource(
+        &self,
+        ctx: ToolContext,
+        uri: &str,
+    ) -> Option<Result<Vec<ResourceContents>, ToolError>> {
+        if let Some(entry) = self.resources.get(uri) {
+            return Some((entry.read)(ctx, uri.to_owned(), HashMap::new()).await);
+        }
+        for entry in self.templates.values() {
+            if let Some(vars) =
+                mcp_protocol::catalog::match_template(&entry.descriptor.uri_template, uri)
+            {
+                return Some((entry.read)(ctx, uri.to_owned(), vars.into_iter().collect()).await);
+            }
+        }
+        None
+    }
+
+    /// Gets a prompt; `None` for an unknown name.
+    pub(crate) async fn get_prompt(
+        &self,
+        ctx: ToolContext,
+        name: &str,
+        arguments: Value,
+    ) -> Option<Result<Value, ToolError>> {
+        let entry = self.prompts.get(name)?.clone();
+        if let Some(validator) = &entry.validator {
+            let problems: Vec<String> = validator
+                .iter_errors(&arguments)
+                .map(|e| e.to_string())
+                .collect();
+            if !problems.is_empty() {
+                return Some(Err(ToolError::InvalidArguments(problems.join("; "))));
+            }
+        }
+        let messages = (entry.get)(ctx, arguments).await;
+        Some(messages.map(
+            |messages| json!({"description": entry.descriptor.description, "messages": messages}),
+        ))
+    }
+
+    /// Completes an argument value (empty without a completion handler).
+    pub(crate) async fn complete(
+        &self,
+        ctx: ToolContext,
+        request: CompletionRequest,
+    ) -> Result<Vec<String>, ToolError> {
+        match &self.completion {
+            Some(complete) => complete(ctx, request).await,
+            None => Ok(Vec::new()),
+        }
     }
 
     /// A tool by name.

@@ -35,6 +35,14 @@ impl Keys {
     pub fn cancelled(&self, id: &SessionId) -> String {
         format!("{}:{{{}}}:cancelled", self.prefix, id)
     }
+    /// SET: the resource URIs the session subscribed to (removed with the session).
+    pub fn session_resources(&self, id: &SessionId) -> String {
+        format!("{}:{{{}}}:resources", self.prefix, id)
+    }
+    /// SET: the sessions subscribed to one resource URI.
+    pub fn resource_subscribers(&self, uri: &str) -> String {
+        format!("{}:{{res}}:subscribers:{uri}", self.prefix)
+    }
     /// Pub/sub channel of one session's live events and notices.
     pub fn session_channel(&self, id: &SessionId) -> String {
         format!("{}:ch:s:{}", self.prefix, id)

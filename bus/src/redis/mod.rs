@@ -24,14 +24,14 @@ use crate::contract::{BroadcastSubscription, Bus, Replay, SessionSubscription};
 use crate::error::BusError;
 use crate::ids::{SessionId, WorkerId};
 use crate::message::{
-    BroadcastEvent, ClusterStats, Control, EventBody, Job, SessionEvent, SessionRecord,
+    BroadcastEvent, Catalog, ClusterStats, Control, EventBody, Job, SessionEvent, SessionRecord,
     StandaloneCursor, StreamTarget, WorkerInfo,
 };
 use crate::now_ms;
 use async_trait::async_trait;
 use hub::Hub;
 use keys::Keys;
-use mcp_protocol::{LogLevel, RequestId, Tool, jsonrpc};
+use mcp_protocol::{LogLevel, RequestId, jsonrpc};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use redis::streams::{
@@ -41,6 +41,7 @@ use redis::streams::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
+
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{OnceCell, broadcast};
@@ -320,27 +321,20 @@ impl RedisBus {
             .collect())
     }
 
-    fn tool_union(workers: &BTreeMap<WorkerId, WorkerInfo>) -> Vec<Tool> {
-        let mut by_name: BTreeMap<&str, &Tool> = BTreeMap::new();
-        for info in workers.values() {
-            for tool in &info.tools {
-                by_name.entry(tool.name.as_str()).or_insert(tool);
-            }
+    async fn live_catalog(&self) -> Result<Catalog, BusError> {
+        Ok(Catalog::union(self.live_workers().await?.values()))
+    }
+
+    async fn announce_changes(&self, before: &Catalog, after: &Catalog) -> Result<(), BusError> {
+        for method in before.changes(after) {
+            self.broadcast(jsonrpc::notification(method, json!({})))
+                .await?;
         }
-        by_name.into_values().cloned().collect()
+        Ok(())
     }
 
-    async fn announce_tools_changed(&self) -> Result<(), BusError> {
-        self.broadcast(jsonrpc::notification(
-            "notifications/tools/list_changed",
-            json!({}),
-        ))
-        .await
-        .map(|_| ())
-    }
-
-    /// Removes workers whose heartbeat stopped; true if any was removed.
-    async fn prune_dead_workers(&self) -> Result<bool, BusError> {
+    /// Removes workers whose heartbeat stopped.
+    async fn prune_dead_workers(&self) -> Result<(), BusError> {
         let mut conn = self.conn().await?;
         let before = now_ms().saturating_sub(self.config.liveness().as_millis() as u64);
         let dead: Vec<String> = conn
@@ -348,7 +342,7 @@ impl RedisBus {
             .await
             .map_err(redis_err)?;
         if dead.is_empty() {
-            return Ok(false);
+            return Ok(());
         }
         let _: () = redis::pipe()
             .zrem(self.keys.worker_heartbeats(), &dead)
@@ -357,7 +351,7 @@ impl RedisBus {
             .await
             .map_err(redis_err)?;
         tracing::info!(workers = ?dead, "removed workers whose heartbeat stopped");
-        Ok(true)
+        Ok(())
     }
 
     /// Claims one job that a dead worker left pending, if any.
@@ -618,6 +612,7 @@ impl Bus for RedisBus {
             .key(self.keys.log(id))
             .key(self.keys.running(id))
             .key(self.keys.cancelled(id))
+            .key(self.keys.session_resources(id))
             .arg(self.keys.session_channel(id))
             .arg(self.keys.control_channel())
             .arg(control)
@@ -944,8 +939,8 @@ impl Bus for RedisBus {
     }
 
     async fn register_worker(&self, info: WorkerInfo) -> Result<(), BusError> {
-        let before = Self::tool_union(&self.live_workers().await?);
-        let pruned = self.prune_dead_workers().await?;
+        let before = self.live_catalog().await?;
+        self.prune_dead_workers().await?;
         let mut conn = self.conn().await?;
         let _: () = redis::pipe()
             .hset(
@@ -959,17 +954,13 @@ impl Bus for RedisBus {
             .query_async(&mut *conn)
             .await
             .map_err(redis_err)?;
-        let after = Self::tool_union(&self.live_workers().await?);
         // Pruning dead workers or adding this one may change the union either way.
-        let _ = pruned;
-        if before != after {
-            self.announce_tools_changed().await?;
-        }
-        Ok(())
+        let after = self.live_catalog().await?;
+        self.announce_changes(&before, &after).await
     }
 
     async fn deregister_worker(&self, id: &WorkerId) -> Result<(), BusError> {
-        let before = Self::tool_union(&self.live_workers().await?);
+        let before = self.live_catalog().await?;
         let mut conn = self.conn().await?;
         let _: () = redis::pipe()
             .hdel(self.keys.workers(), id.0.as_str())
@@ -979,15 +970,94 @@ impl Bus for RedisBus {
             .query_async(&mut *conn)
             .await
             .map_err(redis_err)?;
-        let after = Self::tool_union(&self.live_workers().await?);
-        if before != after {
-            self.announce_tools_changed().await?;
+        let after = self.live_catalog().await?;
+        self.announce_changes(&before, &after).await
+    }
+
+    async fn catalog(&self) -> Result<Catalog, BusError> {
+        self.live_catalog().await
+    }
+
+    async fn subscribe_resource(&self, session: &SessionId, uri: &str) -> Result<(), BusError> {
+        let mut conn = self.conn().await?;
+        let ttl = self.ttl_ms() as i64;
+        let (exists, (), (), ()): (bool, (), (), ()) = redis::pipe()
+            .exists(self.keys.session(session))
+            .sadd(self.keys.session_resources(session), uri)
+            .ignore()
+            .pexpire(self.keys.session_resources(session), ttl)
+            .ignore()
+            .sadd(self.keys.resource_subscribers(uri), session.as_str())
+            .ignore()
+            .query_async::<(bool,)>(&mut *conn)
+            .await
+            .map(|(e,)| (e, (), (), ()))
+            .map_err(redis_err)?;
+        if !exists {
+            let _: redis::RedisResult<()> = redis::pipe()
+                .srem(self.keys.resource_subscribers(uri), session.as_str())
+                .del(self.keys.session_resources(session))
+                .query_async(&mut *conn)
+                .await;
+            return Err(BusError::SessionNotFound);
         }
         Ok(())
     }
 
-    async fn tools(&self) -> Result<Vec<Tool>, BusError> {
-        Ok(Self::tool_union(&self.live_workers().await?))
+    async fn unsubscribe_resource(&self, session: &SessionId, uri: &str) -> Result<(), BusError> {
+        let mut conn = self.conn().await?;
+        let (exists,): (bool,) = redis::pipe()
+            .exists(self.keys.session(session))
+            .srem(self.keys.session_resources(session), uri)
+            .ignore()
+            .srem(self.keys.resource_subscribers(uri), session.as_str())
+            .ignore()
+            .query_async(&mut *conn)
+            .await
+            .map_err(redis_err)?;
+        if exists {
+            Ok(())
+        } else {
+            Err(BusError::SessionNotFound)
+        }
+    }
+
+    async fn resource_updated(&self, uri: &str) -> Result<u64, BusError> {
+        let subscribers: Vec<String> = {
+            let mut conn = self.conn().await?;
+            conn.smembers(self.keys.resource_subscribers(uri))
+                .await
+                .map_err(redis_err)?
+        };
+        let message = jsonrpc::notification("notifications/resources/updated", json!({"uri": uri}));
+        let mut notified = 0;
+        let mut gone = Vec::new();
+        for id in subscribers {
+            let Some(session) = SessionId::parse(&id) else {
+                continue;
+            };
+            // One publish per session keeps each session's keys in one slot (cluster-safe).
+            match self
+                .publish(
+                    &session,
+                    StreamTarget::Standalone,
+                    EventBody::Message(message.clone()),
+                )
+                .await
+            {
+                Ok(_) => notified += 1,
+                Err(BusError::SessionNotFound) => gone.push(id),
+                Err(e) => return Err(e),
+            }
+        }
+        if !gone.is_empty() {
+            let mut conn = self.conn().await?;
+            let _: i64 = conn
+                .srem(self.keys.resource_subscribers(uri), &gone)
+                .await
+                .map_err(redis_err)?;
+        }
+        Ok(notified)
     }
 
     async fn stats(&self) -> Result<ClusterStats, BusError> {

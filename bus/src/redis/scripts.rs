@@ -45,13 +45,13 @@ return redis.call('XADD', KEYS[1], '*', 'job', ARGV[2])
     )
 });
 
-/// Ends a session. KEYS: session, log, running, cancelled. ARGV: session channel,
-/// control channel, control payload. Returns 1 if it existed.
+/// Ends a session. KEYS: session, log, running, cancelled, resources. ARGV: session
+/// channel, control channel, control payload. Returns 1 if it existed.
 pub static END_SESSION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 local existed = redis.call('DEL', KEYS[1])
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 if existed == 1 then
   redis.call('PUBLISH', ARGV[1], 'x')
   redis.call('PUBLISH', ARGV[2], ARGV[3])

@@ -29,6 +29,11 @@ impl OriginPolicy {
     /// loopback hosts and origins, and any other listener any host and no browser origin.
     pub fn from_config(config: &Config) -> Self {
         let loopback = config.listen.ip().is_loopback();
+        // An empty environment variable parses as one empty entry: it means "not set".
+        let mut config = config.clone();
+        config.allowed_hosts.retain(|h| !h.trim().is_empty());
+        config.allowed_origins.retain(|o| !o.trim().is_empty());
+        let config = &config;
         let hosts = if config.allowed_hosts.iter().any(|h| h == "*") {
             None
         } else if !config.allowed_hosts.is_empty() {

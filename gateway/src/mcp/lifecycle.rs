@@ -58,6 +58,9 @@ pub fn initialize_result(version: ProtocolVersion) -> Value {
         "protocolVersion": version.as_str(),
         "capabilities": {
             "tools": {"listChanged": true},
+            "resources": {"subscribe": true, "listChanged": true},
+            "prompts": {"listChanged": true},
+            "completions": {},
             "logging": {},
         },
         "serverInfo": {

