@@ -1,6 +1,7 @@
 //! Wiring: the router and its layers, the bus, the embedded worker, graceful shutdown.
 
 use crate::config::Config;
+use crate::http::auth::{self, Authenticator};
 use crate::http::guard::{OriginPolicy, check_origin};
 use crate::ops;
 use crate::state::AppState;
@@ -36,6 +37,7 @@ pub enum GatewayError {
 /// `/metrics` for operators; HTTP metrics and tracing around everything.
 pub fn router(state: AppState) -> Router {
     let policy = Arc::new(OriginPolicy::from_config(&state.config));
+    // Layers run outside in: the Origin/Host guard first, then authentication.
     let mcp = Router::new()
         .route(
             "/mcp",
@@ -43,8 +45,22 @@ pub fn router(state: AppState) -> Router {
                 .get(transport::get::get)
                 .delete(transport::delete::delete),
         )
+        .layer(axum::middleware::from_fn_with_state(
+            state.auth.clone(),
+            auth::require_auth,
+        ))
         .layer(axum::middleware::from_fn_with_state(policy, check_origin))
         .with_state(state.clone());
+    let metadata = Router::new()
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(auth::protected_resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(auth::protected_resource_metadata),
+        )
+        .with_state(state.auth.clone());
     let ops = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ops::readyz))
@@ -52,6 +68,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone());
     Router::new()
         .merge(mcp)
+        .merge(metadata)
         .merge(ops)
         .layer(axum::middleware::from_fn_with_state(state, ops::count_http))
         .layer(TraceLayer::new_for_http())
@@ -66,6 +83,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
     let tools = worker::toolsets::build(&config.toolsets).map_err(GatewayError::Config)?;
+    let authenticator = Arc::new(
+        Authenticator::from_config(&config)
+            .map_err(|e| GatewayError::Config(format!("authentication: {e}")))?,
+    );
+    if config.jwt_jwks_url.is_some() {
+        authenticator
+            .refresh_keys()
+            .await
+            .map_err(|e| GatewayError::Config(format!("authentication: {e}")))?;
+        tokio::spawn(authenticator.clone().keep_keys_fresh());
+    }
     let node = format!("g-{:08x}", rand::random::<u32>());
     let metrics = Arc::new(Metrics::new(Role::Gateway, &node));
     let bus: Arc<dyn Bus> = match &config.redis_url {
@@ -112,6 +140,7 @@ pub async fn serve(
         bus,
         config: Arc::new(config),
         metrics,
+        auth: authenticator,
         tool_names: Default::default(),
         draining: CancellationToken::new(),
         closing: CancellationToken::new(),

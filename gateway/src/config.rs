@@ -60,6 +60,86 @@ pub struct Config {
     )]
     pub allowed_hosts: Vec<String>,
 
+    /// Static bearer tokens, `PRINCIPAL:TOKEN` (repeatable or comma-separated). Turns
+    /// authentication on. Tokens are compared in constant time.
+    #[arg(
+        long = "auth-token",
+        env = "MCPGW_AUTH_TOKENS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub auth_tokens: Vec<String>,
+
+    /// A file of static bearer tokens, one `PRINCIPAL:TOKEN` per line (`#` comments).
+    #[arg(long, env = "MCPGW_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<std::path::PathBuf>,
+
+    /// A JWKS file of keys that sign JWT access tokens (RS256, ES256, EdDSA). Turns
+    /// authentication on.
+    #[arg(long, env = "MCPGW_JWT_JWKS_FILE")]
+    pub jwt_jwks_file: Option<std::path::PathBuf>,
+
+    /// A JWKS URL, fetched at start, every 5 minutes, and when a token names an unknown key.
+    #[arg(long, env = "MCPGW_JWT_JWKS_URL")]
+    pub jwt_jwks_url: Option<String>,
+
+    /// A shared secret for HS256 JWTs. Turns authentication on.
+    #[arg(long, env = "MCPGW_JWT_HS256_SECRET", hide_env_values = true)]
+    pub jwt_hs256_secret: Option<String>,
+
+    /// The issuer (`iss`) JWTs must carry.
+    #[arg(long, env = "MCPGW_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// The audience (`aud`) JWTs must carry; defaults to `--resource-url`.
+    #[arg(long, env = "MCPGW_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Scopes a token must grant (repeatable); a token without them gets 403.
+    #[arg(
+        long = "required-scope",
+        env = "MCPGW_REQUIRED_SCOPES",
+        value_delimiter = ','
+    )]
+    pub required_scopes: Vec<String>,
+
+    /// This gateway's public MCP URL (the OAuth protected resource), e.g.
+    /// `https://mcp.example.com/mcp`. Default: derived from each request's Host.
+    #[arg(long, env = "MCPGW_RESOURCE_URL")]
+    pub resource_url: Option<String>,
+
+    /// Authorization servers to list in the protected resource metadata (repeatable).
+    #[arg(
+        long = "authorization-server",
+        env = "MCPGW_AUTHORIZATION_SERVERS",
+        value_delimiter = ','
+    )]
+    pub authorization_servers: Vec<String>,
+
+    /// Live sessions one principal may hold (0: no limit).
+    #[arg(long, env = "MCPGW_MAX_SESSIONS_PER_PRINCIPAL", default_value_t = 0)]
+    pub max_sessions_per_principal: u64,
+
+    /// Requests one session may have running at once on this gateway (0: no limit).
+    #[arg(
+        long,
+        env = "MCPGW_MAX_CONCURRENT_REQUESTS_PER_SESSION",
+        default_value_t = 64
+    )]
+    pub max_concurrent_requests_per_session: u32,
+
+    /// SSE streams one session may hold open at once on this gateway (0: no limit).
+    #[arg(long, env = "MCPGW_MAX_STREAMS_PER_SESSION", default_value_t = 64)]
+    pub max_streams_per_session: u32,
+
+    /// Requests per second one principal may send to this gateway (0: no limit).
+    #[arg(long, env = "MCPGW_RATE_LIMIT_PER_SECOND", default_value_t = 0)]
+    pub rate_limit_per_second: u32,
+
+    /// Burst above the rate a principal may send at once.
+    #[arg(long, env = "MCPGW_RATE_LIMIT_BURST", default_value_t = 50)]
+    pub rate_limit_burst: u32,
+
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "MCPGW_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,

@@ -16,6 +16,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The node's metrics.
     pub metrics: Arc<Metrics>,
+    /// Verifies bearer tokens (a no-op when authentication is off).
+    pub auth: Arc<crate::http::auth::Authenticator>,
     /// Names of the tools workers serve, refreshed in the background: a metrics label
     /// names a tool only if it is one of these.
     pub tool_names: Arc<std::sync::RwLock<std::collections::HashSet<String>>>,

@@ -118,6 +118,8 @@ pub struct RawClient {
     pub session: Option<String>,
     /// The revision sent in `MCP-Protocol-Version`.
     pub version: String,
+    /// A bearer token sent on every request.
+    pub bearer: Option<String>,
 }
 
 impl RawClient {
@@ -133,6 +135,7 @@ impl RawClient {
             turn: Default::default(),
             session: None,
             version: LATEST.to_owned(),
+            bearer: None,
         }
     }
 
@@ -170,6 +173,12 @@ impl RawClient {
             "mcp-protocol-version",
             HeaderValue::from_str(&self.version).expect("version"),
         );
+        if let Some(token) = &self.bearer {
+            h.insert(
+                "authorization",
+                HeaderValue::from_str(&format!("Bearer {token}")).expect("token"),
+            );
+        }
         h
     }
 
@@ -335,6 +344,9 @@ impl RawClient {
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id);
         }
+        if let Some(token) = &self.bearer {
+            req = req.bearer_auth(token);
+        }
         Ok(req.send().await?)
     }
 
@@ -350,6 +362,9 @@ impl RawClient {
         let mut req = self.http.delete(self.next_url());
         if let Some(s) = &self.session {
             req = req.header("mcp-session-id", s);
+        }
+        if let Some(token) = &self.bearer {
+            req = req.bearer_auth(token);
         }
         Ok(req.send().await?.status())
     }

@@ -3,6 +3,8 @@
 //! stream is resumed without loss and reported, and errors are one sentence with a non-zero
 //! exit status.
 
+use e2e_tests::nginx::Nginx;
+use e2e_tests::{Deployment, Kind};
 use e2e_tests::{Gateway, RawClient};
 use serde_json::Value;
 use std::path::PathBuf;
@@ -194,10 +196,50 @@ fn assert_summary_matches(lines: &[Value], summary: &Value) {
     }
 }
 
+/// Where the client connects: one standalone gateway, or a Redis cluster (two gateways,
+/// a worker) behind the deployment's round-robin nginx, so its requests spread.
+struct Target {
+    _deployment: Deployment,
+    _nginx: Option<Nginx>,
+    url: String,
+}
+
+async fn target(kind: Kind) -> Target {
+    let deployment = Deployment::start(kind, &[]).await.unwrap();
+    let (nginx, url) = match kind {
+        Kind::Standalone => (None, deployment.gateways[0].url()),
+        Kind::Cluster => {
+            let upstreams: Vec<String> = deployment
+                .gateways
+                .iter()
+                .map(|g| g.base.trim_start_matches("http://").to_owned())
+                .collect();
+            let upstreams: Vec<&str> = upstreams.iter().map(String::as_str).collect();
+            let nginx = Nginx::start(&upstreams).unwrap();
+            let url = nginx.url();
+            (Some(nginx), url)
+        }
+    };
+    Target {
+        _deployment: deployment,
+        _nginx: nginx,
+        url,
+    }
+}
+
 #[tokio::test]
 async fn the_demo_shows_every_kind_of_notification_and_a_matching_summary() {
-    let gw = Gateway::start(&[]).unwrap();
-    let url = gw.url();
+    the_demo_in(Kind::Standalone).await;
+}
+
+#[tokio::test]
+async fn the_demo_works_through_a_redis_cluster_behind_nginx() {
+    the_demo_in(Kind::Cluster).await;
+}
+
+async fn the_demo_in(kind: Kind) {
+    let gw = target(kind).await;
+    let url = gw.url.clone();
     let client = Notify::spawn(&[
         "--json",
         "--url",
@@ -257,8 +299,17 @@ async fn the_demo_shows_every_kind_of_notification_and_a_matching_summary() {
 
 #[tokio::test]
 async fn a_piped_session_runs_every_command_and_scripts_read_json() {
-    let gw = Gateway::start(&[]).unwrap();
-    let url = gw.url();
+    a_piped_session_in(Kind::Standalone).await;
+}
+
+#[tokio::test]
+async fn a_piped_session_works_through_a_redis_cluster_behind_nginx() {
+    a_piped_session_in(Kind::Cluster).await;
+}
+
+async fn a_piped_session_in(kind: Kind) {
+    let gw = target(kind).await;
+    let url = gw.url.clone();
     let mut client = Notify::spawn(&["--json", "--url", &url, "interactive"]);
     // `wait` holds the script until the background task's messages are all in.
     client

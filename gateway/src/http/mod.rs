@@ -1,10 +1,12 @@
 //! The HTTP edge: what every request passes through before the MCP transport sees it.
 //!
 //! - [`guard`]: the `Host` / `Origin` allow-lists (DNS-rebinding protection), as a layer.
+//! - [`auth`]: bearer tokens (static or JWT), protected resource metadata, 401/403.
 //! - [`negotiate`]: `Accept` and `Content-Type` checks.
 //! - [`error`]: [`HttpError`](error::HttpError), the one mapping of errors to HTTP statuses
 //!   and JSON-RPC errors.
 
+pub mod auth;
 pub mod error;
 pub mod guard;
 pub mod negotiate;

@@ -1,5 +1,6 @@
 //! GET /mcp: the standalone stream, and resumption of any stream with `Last-Event-ID`.
 
+use crate::http::auth::Principal;
 use crate::http::error::HttpError;
 use crate::http::negotiate::Accepts;
 use crate::state::AppState;
@@ -7,6 +8,7 @@ use crate::transport::event_id::EventId;
 use crate::transport::pump::{OpenRequest, RequestPump, StandalonePump};
 use crate::transport::respond;
 use crate::transport::session::{LAST_EVENT_ID, SessionContext, require_session};
+use axum::Extension;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -16,16 +18,24 @@ use tokio::sync::mpsc;
 use tracing::Instrument;
 
 /// Handles GET /mcp.
-pub async fn get(State(app): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn get(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+) -> Response {
     let span = tracing::info_span!("mcp.get", resume = headers.contains_key(LAST_EVENT_ID));
-    let result = handle(app, headers).instrument(span).await;
+    let result = handle(app, headers, principal).instrument(span).await;
     match result {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
 }
 
-async fn handle(app: AppState, headers: HeaderMap) -> Result<Response, HttpError> {
+async fn handle(
+    app: AppState,
+    headers: HeaderMap,
+    principal: Principal,
+) -> Result<Response, HttpError> {
     if app.config.stateless {
         return Err(HttpError::MethodNotAllowed("POST"));
     }
@@ -39,7 +49,7 @@ async fn handle(app: AppState, headers: HeaderMap) -> Result<Response, HttpError
             "the gateway is shutting down; reconnect to another node".into(),
         ));
     }
-    let session = require_session(&app, &headers).await?;
+    let session = require_session(&app, &headers, &principal).await?;
     match headers.get(LAST_EVENT_ID) {
         None => standalone(app, session, None).await,
         Some(value) => {

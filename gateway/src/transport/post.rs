@@ -1,5 +1,6 @@
 //! POST /mcp.
 
+use crate::http::auth::Principal;
 use crate::http::error::HttpError;
 use crate::http::negotiate::{Accepts, require_json_body};
 use crate::mcp::lifecycle;
@@ -9,6 +10,7 @@ use crate::transport::event_id::EventId;
 use crate::transport::pump::{Frame, OpenRequest, RequestPump};
 use crate::transport::respond;
 use crate::transport::session::{require_session, version_header};
+use axum::Extension;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
@@ -30,10 +32,15 @@ use tracing::Instrument;
 const DEADLINE_GRACE: Duration = Duration::from_secs(2);
 
 /// Handles POST /mcp.
-pub async fn post(State(app): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+pub async fn post(
+    State(app): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let span = tracing::info_span!("mcp.post");
     mcp_telemetry::propagation::set_parent(&span, incoming_traceparent(&headers));
-    let result = handle(app, headers, body).instrument(span).await;
+    let result = handle(app, headers, body, principal).instrument(span).await;
     match result {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -46,7 +53,12 @@ struct PendingJob {
     params: Option<Value>,
 }
 
-async fn handle(app: AppState, headers: HeaderMap, body: Body) -> Result<Response, HttpError> {
+async fn handle(
+    app: AppState,
+    headers: HeaderMap,
+    body: Body,
+    principal: Principal,
+) -> Result<Response, HttpError> {
     if app.draining.is_cancelled() {
         return Err(HttpError::Unavailable(
             "the gateway is shutting down; retry on another node".into(),
@@ -82,7 +94,7 @@ async fn handle(app: AppState, headers: HeaderMap, body: Body) -> Result<Respons
             ));
         }
         if let Some(Ok(Message::Request { id, params, .. })) = messages.pop() {
-            return initialize(&app, &headers, accepts, id, params).await;
+            return initialize(&app, &headers, accepts, id, params, &principal).await;
         }
     }
 
@@ -90,7 +102,7 @@ async fn handle(app: AppState, headers: HeaderMap, body: Body) -> Result<Respons
         let version = version_header(&headers)?.unwrap_or(ProtocolVersion::V2025_03_26);
         (None, version)
     } else {
-        let ctx = require_session(&app, &headers).await?;
+        let ctx = require_session(&app, &headers, &principal).await?;
         (Some(ctx.record), ctx.version)
     };
     if batch && !version.allows_batches() {
@@ -312,6 +324,7 @@ async fn initialize(
     accepts: Accepts,
     id: RequestId,
     params: Option<Value>,
+    principal: &Principal,
 ) -> Result<Response, HttpError> {
     // The version is negotiated in the body; the header is only defined for the requests
     // that follow. A stale Mcp-Session-Id is ignored too: the client is starting over, as
@@ -333,7 +346,7 @@ async fn initialize(
     let session = if app.config.stateless {
         None
     } else {
-        let record = new_record(
+        let mut record = new_record(
             app,
             request.version,
             request.capabilities,
@@ -341,6 +354,7 @@ async fn initialize(
             false,
         )
         .await?;
+        record.principal = principal.0.clone();
         app.bus.create_session(record.clone()).await?;
         tracing::info!(session = %record.id, version = %request.version, "session created");
         Some(record.id)

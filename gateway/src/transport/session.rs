@@ -1,5 +1,6 @@
 //! Which session (and protocol revision) a request belongs to, from its headers.
 
+use crate::http::auth::Principal;
 use crate::http::error::HttpError;
 use crate::state::AppState;
 use axum::http::HeaderMap;
@@ -51,15 +52,17 @@ pub fn session_header(headers: &HeaderMap) -> Result<Option<SessionId>, HttpErro
 }
 
 /// Loads the session a non-initialize request names: 400 without the header, 404 for an
-/// unknown or ended session.
+/// unknown or ended session, and 404 for a session another principal created (a session
+/// id is no capability: it works only with its creator's credentials).
 pub async fn require_session(
     app: &AppState,
     headers: &HeaderMap,
+    principal: &Principal,
 ) -> Result<SessionContext, HttpError> {
     let header_version = version_header(headers)?;
     let id = session_header(headers)?.ok_or(HttpError::MissingSession)?;
     let record = app.bus.session(&id).await?;
-    if record.ephemeral {
+    if record.ephemeral || record.principal != principal.0 {
         return Err(HttpError::UnknownSession);
     }
     let version = ProtocolVersion::parse(&record.protocol_version)
