@@ -96,6 +96,20 @@ async fn sessions_round_trip(bus: Arc<dyn Bus>) {
         forward,
         "the standalone cursor never moves back"
     );
+    // Sessions are counted per principal, and an ended one no longer counts.
+    let principal = format!("p-{}", SessionId::generate());
+    let mut mine = Vec::new();
+    for _ in 0..3 {
+        let mut r = record();
+        r.principal = principal.clone();
+        bus.create_session(r.clone()).await.unwrap();
+        mine.push(r.id);
+    }
+    assert_eq!(bus.count_sessions(&principal).await.unwrap(), 3);
+    bus.end_session(&mine[0]).await.unwrap();
+    assert_eq!(bus.count_sessions(&principal).await.unwrap(), 2);
+    assert_eq!(bus.count_sessions("nobody").await.unwrap(), 0);
+
     let unknown = SessionId::generate();
     assert!(matches!(
         bus.session(&unknown).await,

@@ -218,6 +218,17 @@ impl Bus for MemoryBus {
         Ok(slot.record.clone())
     }
 
+    async fn count_sessions(&self, principal: &str) -> Result<u64, BusError> {
+        let slots: Vec<_> = lock(&self.sessions).values().cloned().collect();
+        Ok(slots
+            .iter()
+            .filter(|slot| {
+                let slot = lock(slot);
+                !slot.record.ephemeral && slot.record.principal == principal
+            })
+            .count() as u64)
+    }
+
     async fn touch_session(&self, id: &SessionId) -> Result<(), BusError> {
         let slot = self.slot(id)?;
         lock(&slot).last_used = Instant::now();

@@ -3,6 +3,7 @@
 use crate::config::Config;
 use crate::http::auth::{self, Authenticator};
 use crate::http::guard::{OriginPolicy, check_origin};
+use crate::http::limits::{self, Limits};
 use crate::ops;
 use crate::state::AppState;
 use crate::transport;
@@ -37,7 +38,8 @@ pub enum GatewayError {
 /// `/metrics` for operators; HTTP metrics and tracing around everything.
 pub fn router(state: AppState) -> Router {
     let policy = Arc::new(OriginPolicy::from_config(&state.config));
-    // Layers run outside in: the Origin/Host guard first, then authentication.
+    // Layers run outside in: the Origin/Host guard, authentication, then the rate limit
+    // (which keys on the principal).
     let mcp = Router::new()
         .route(
             "/mcp",
@@ -46,7 +48,11 @@ pub fn router(state: AppState) -> Router {
                 .delete(transport::delete::delete),
         )
         .layer(axum::middleware::from_fn_with_state(
-            state.auth.clone(),
+            state.clone(),
+            limits::rate_limit,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
             auth::require_auth,
         ))
         .layer(axum::middleware::from_fn_with_state(policy, check_origin))
@@ -136,11 +142,13 @@ pub async fn serve(
         None
     };
 
+    let limits = Arc::new(Limits::from_config(&config));
     let state = AppState {
         bus,
         config: Arc::new(config),
         metrics,
         auth: authenticator,
+        limits,
         tool_names: Default::default(),
         draining: CancellationToken::new(),
         closing: CancellationToken::new(),
@@ -173,8 +181,11 @@ pub async fn serve(
     });
     let draining = state.draining.clone();
     let closing = state.closing.clone();
-    let server =
-        axum::serve(listener, router(state)).with_graceful_shutdown(draining.cancelled_owned());
+    let server = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(draining.cancelled_owned());
     tokio::select! {
         result = server => result?,
         // Connections that outlive the drain (a plain-JSON call still waiting for its

@@ -62,6 +62,7 @@ pub async fn count_http(State(app): State<AppState>, request: Request, next: Nex
 pub async fn watch_cluster(app: AppState) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
+        app.limits.forget_idle_buckets();
         if let Ok(Ok(tools)) = tokio::time::timeout(PROBE_TIMEOUT, app.bus.tools()).await {
             let names = tools.into_iter().map(|t| t.name).collect();
             *app.tool_names.write().unwrap_or_else(|p| p.into_inner()) = names;

@@ -16,6 +16,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The node's metrics.
     pub metrics: Arc<Metrics>,
+    /// The limits and what sessions hold on this gateway.
+    pub limits: Arc<crate::http::limits::Limits>,
     /// Verifies bearer tokens (a no-op when authentication is off).
     pub auth: Arc<crate::http::auth::Authenticator>,
     /// Names of the tools workers serve, refreshed in the background: a metrics label

@@ -52,6 +52,11 @@ pub struct Metrics {
     pub slow_client_disconnects: IntCounter,
     /// Standalone streams on this node that one broadcast reached.
     pub broadcast_fanout: Histogram,
+    /// Requests refused by a limit, by limit (`rate`, `sessions_per_principal`,
+    /// `requests_per_session`, `streams_per_session`, `body_size`).
+    pub limit_rejections: IntCounterVec,
+    /// Requests refused by authentication, by reason (`missing`, `invalid`, `scope`).
+    pub auth_failures: IntCounterVec,
     /// Jobs enqueued by tool (gateway).
     pub jobs_enqueued: IntCounterVec,
     /// Jobs running now (worker).
@@ -143,6 +148,22 @@ impl Metrics {
                 .buckets(vec![0.0, 1.0, 10.0, 100.0, 1000.0, 10_000.0, 100_000.0]),
             )
             .unwrap_or_else(unreachable_metric),
+            limit_rejections: IntCounterVec::new(
+                Opts::new(
+                    "mcpgw_limit_rejections_total",
+                    "Requests refused by a limit",
+                ),
+                &["limit"],
+            )
+            .unwrap_or_else(unreachable_metric),
+            auth_failures: IntCounterVec::new(
+                Opts::new(
+                    "mcpgw_auth_failures_total",
+                    "Requests refused by authentication",
+                ),
+                &["reason"],
+            )
+            .unwrap_or_else(unreachable_metric),
             jobs_enqueued: IntCounterVec::new(
                 Opts::new("mcpgw_jobs_enqueued_total", "Jobs enqueued, by tool"),
                 &["tool"],
@@ -186,6 +207,8 @@ impl Metrics {
             Box::new(self.events_replayed.clone()),
             Box::new(self.slow_client_disconnects.clone()),
             Box::new(self.broadcast_fanout.clone()),
+            Box::new(self.limit_rejections.clone()),
+            Box::new(self.auth_failures.clone()),
             Box::new(self.jobs_enqueued.clone()),
             Box::new(self.jobs_running.clone()),
             Box::new(self.jobs_completed.clone()),

@@ -143,6 +143,7 @@ impl Drop for Gateway {
 /// A running `mcp-worker`. Killed when dropped.
 pub struct WorkerProcess {
     child: Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     /// The address of its metrics listener, when started with `--metrics-listen`.
     pub metrics_addr: Option<String>,
 }
@@ -171,9 +172,14 @@ impl WorkerProcess {
             .context("spawn mcp-worker")?;
         let stderr = child.stderr.take().context("worker stderr")?;
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = log.clone();
         std::thread::spawn(move || {
             let mut metrics_addr = None;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut log) = sink.lock() {
+                    log.push(line.clone());
+                }
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
                     && v["fields"]["message"] == "metrics serving"
                 {
@@ -190,8 +196,19 @@ impl WorkerProcess {
         };
         Ok(Self {
             child,
+            log,
             metrics_addr,
         })
+    }
+
+    /// The log lines so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Whether the process still runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
     }
 
     /// SIGKILL: the worker dies mid-whatever.

@@ -18,7 +18,7 @@ impl RedisServer {
     /// Starts a redis-server with append-only persistence in a fresh directory, so a
     /// restart keeps what was written (as the compose stack's Redis does).
     pub fn start() -> anyhow::Result<Self> {
-        let port = free_port()?;
+        let port = redis_port()?;
         let dir = std::env::temp_dir().join(format!("mcpgw-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let mut server = Self {
@@ -44,7 +44,7 @@ impl RedisServer {
                 return Ok(());
             }
             self.kill();
-            self.port = free_port()?;
+            self.port = redis_port()?;
         }
         bail!("could not start a redis-server of our own on a free port")
     }
@@ -123,6 +123,27 @@ impl Drop for RedisServer {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A free port for a test redis-server, drawn at random below the kernel's ephemeral
+/// range: ports from `bind(:0)` are recycled between parallel tests, so while one test's
+/// Redis is down for an outage another test could be handed its port and start a Redis
+/// there, and the first test's clients would reconnect to a stranger.
+pub fn redis_port() -> anyhow::Result<u16> {
+    use std::hash::{BuildHasher, Hasher};
+    for _ in 0..200 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        let port = 20_000 + (h.finish() % 11_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port for redis-server in 20000..31000")
 }
 
 /// A loopback port nothing listens on now.

@@ -191,7 +191,11 @@ async fn metrics_move_by_what_traffic_did() {
 }
 
 async fn status_of(url: &str) -> u16 {
-    match reqwest::get(url).await {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    match client.get(url).send().await {
         Ok(r) => r.status().as_u16(),
         Err(_) => 0,
     }
@@ -199,8 +203,15 @@ async fn status_of(url: &str) -> u16 {
 
 async fn wait_status(url: &str, want: u16) {
     let start = Instant::now();
-    while status_of(url).await != want {
-        assert!(start.elapsed() < WAIT, "{url} never answered {want}");
+    loop {
+        let got = status_of(url).await;
+        if got == want {
+            return;
+        }
+        assert!(
+            start.elapsed() < WAIT,
+            "{url} never answered {want} (last: {got})"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -222,8 +233,25 @@ async fn readiness_tells_the_truth_through_a_redis_outage() {
     assert_eq!(status_of(&format!("{}/healthz", gw.base)).await, 200);
 
     redis.kill();
-    wait_status(&gateway_ready, 503).await;
-    wait_status(&worker_ready, 503).await;
+    let gateway_log = gw.log();
+    let waited = tokio::spawn(async move { wait_status(&gateway_ready, 503).await });
+    if waited.await.is_err() {
+        panic!("gateway readiness stuck; its log:\n{}", gw.log().join("\n"));
+    }
+    let _ = gateway_log;
+    let gateway_ready = format!("{}/readyz", gw.base);
+    let probe = worker_ready.clone();
+    if tokio::spawn(async move { wait_status(&probe, 503).await })
+        .await
+        .is_err()
+    {
+        let mut worker = worker;
+        panic!(
+            "worker readiness stuck (alive: {}); its log:\n{}",
+            worker.alive(),
+            worker.log().join("\n")
+        );
+    }
     assert_eq!(
         status_of(&format!("{}/healthz", gw.base)).await,
         200,

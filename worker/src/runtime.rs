@@ -204,8 +204,27 @@ impl Worker {
         self,
         shutdown: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<Result<(), BusError>>, BusError> {
-        let control = self.shared.bus.subscribe_control(&self.shared.id).await?;
-        self.announce().await?;
+        // Redis may be down at start-up, or go down during it: keep trying, as the job
+        // loop does later, until it works or we are told to stop.
+        let mut delay = Duration::from_millis(50);
+        let control = loop {
+            let attempt = async {
+                let control = self.shared.bus.subscribe_control(&self.shared.id).await?;
+                self.announce().await?;
+                Ok::<_, BusError>(control)
+            };
+            match attempt.await {
+                Ok(control) => break control,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot join the bus yet; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        () = shutdown.cancelled() => return Err(BusError::Closed),
+                    }
+                    delay = (delay * 2).min(Duration::from_secs(1));
+                }
+            }
+        };
         Ok(tokio::spawn(self.serve(control, shutdown)))
     }
 
@@ -302,7 +321,11 @@ impl Worker {
         shared.shutdown.cancel();
         heartbeat.abort();
         control_loop.abort();
-        bus.deregister_worker(&shared.id).await
+        // Without Redis the registry entry ages out on its own (three missed heartbeats).
+        if let Err(e) = bus.deregister_worker(&shared.id).await {
+            tracing::warn!(error = %e, "could not withdraw from the registry; it will expire");
+        }
+        Ok(())
     }
 
     fn clone_handle(&self) -> Worker {

@@ -89,6 +89,10 @@ impl Keys {
     pub fn gateway_heartbeats(&self) -> String {
         format!("{}:{{registry}}:gateway-heartbeats", self.prefix)
     }
+    /// ZSET: session id → creation (ms), the sessions of one principal.
+    pub fn principal_sessions(&self, principal: &str) -> String {
+        format!("{}:{{registry}}:principal:{principal}", self.prefix)
+    }
     /// ZSET: session id → last use (ms), for counting live sessions.
     pub fn session_index(&self) -> String {
         format!("{}:{{registry}}:sessions", self.prefix)

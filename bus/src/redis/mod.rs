@@ -512,6 +512,11 @@ impl Bus for RedisBus {
             )
             .pexpire(&key, self.ttl_ms() as i64)
             .zadd(self.keys.session_index(), record.id.as_str(), now_ms())
+            .zadd(
+                self.keys.principal_sessions(&record.principal),
+                record.id.as_str(),
+                now_ms(),
+            )
             .query_async(&mut *conn)
             .await
             .map_err(redis_err)?;
@@ -544,6 +549,35 @@ impl Bus for RedisBus {
             broadcast_seq: cb.unwrap_or(0),
         };
         Ok(record)
+    }
+
+    async fn count_sessions(&self, principal: &str) -> Result<u64, BusError> {
+        // Members whose session hash is gone (ended or expired) are dropped as we go, so
+        // the set stays as small as the principal's live sessions.
+        let mut conn = self.conn().await?;
+        let key = self.keys.principal_sessions(principal);
+        let members: Vec<String> = conn.zrange(&key, 0, -1).await.map_err(redis_err)?;
+        if members.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for id in &members {
+            let Some(id) = SessionId::parse(id) else {
+                continue;
+            };
+            pipe.exists(self.keys.session(&id));
+        }
+        let alive: Vec<bool> = pipe.query_async(&mut *conn).await.map_err(redis_err)?;
+        let dead: Vec<&String> = members
+            .iter()
+            .zip(&alive)
+            .filter(|(_, alive)| !**alive)
+            .map(|(id, _)| id)
+            .collect();
+        if !dead.is_empty() {
+            let _: i64 = conn.zrem(&key, dead).await.map_err(redis_err)?;
+        }
+        Ok(alive.iter().filter(|a| **a).count() as u64)
     }
 
     async fn touch_session(&self, id: &SessionId) -> Result<(), BusError> {
@@ -929,11 +963,13 @@ impl Bus for RedisBus {
         self.control_ready
             .get_or_try_init(|| self.hub.subscribe_channel(self.keys.control_channel()))
             .await?;
-        let new = lock(&self.control_subscribed).insert(worker.clone());
-        if new {
+        // Marked only once subscribed, so a failed attempt is retried by the next call.
+        let known = lock(&self.control_subscribed).contains(worker);
+        if !known {
             self.hub
                 .subscribe_channel(self.keys.worker_channel(worker))
                 .await?;
+            lock(&self.control_subscribed).insert(worker.clone());
         }
         Ok(receiver)
     }

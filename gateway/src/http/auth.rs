@@ -390,10 +390,11 @@ impl JwtVerifier {
 
 /// The middleware: authenticates `/mcp` requests and adds their [`Principal`].
 pub async fn require_auth(
-    State(auth): State<Arc<Authenticator>>,
+    State(app): State<crate::state::AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
+    let auth = &app.auth;
     let header = request
         .headers()
         .get(AUTHORIZATION)
@@ -405,6 +406,12 @@ pub async fn require_auth(
             next.run(request).await
         }
         Err(error) => {
+            let reason = match error {
+                AuthError::Missing => "missing",
+                AuthError::Invalid(_) => "invalid",
+                AuthError::InsufficientScope => "scope",
+            };
+            app.metrics.auth_failures.with_label_values(&[reason]).inc();
             tracing::info!(error = %error, "request refused by authentication");
             auth.challenge(&error, request.headers())
         }

@@ -49,6 +49,9 @@ pub enum HttpError {
     /// GET or DELETE on a stateless gateway.
     #[error("Method Not Allowed: {0}")]
     MethodNotAllowed(&'static str),
+    /// A limit refused the request.
+    #[error("Too Many Requests: {0}")]
+    TooManyRequests(String),
     /// The bus cannot take the request now (overloaded, unreachable, draining).
     #[error("Service Unavailable: {0}")]
     Unavailable(String),
@@ -71,6 +74,7 @@ impl HttpError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -79,7 +83,7 @@ impl HttpError {
         match self {
             Self::Parse(_) => PARSE_ERROR,
             Self::UnknownSession => SESSION_NOT_FOUND,
-            Self::Unavailable(_) | Self::Forbidden(_) => SERVER_ERROR,
+            Self::Unavailable(_) | Self::Forbidden(_) | Self::TooManyRequests(_) => SERVER_ERROR,
             _ => INVALID_REQUEST,
         }
     }

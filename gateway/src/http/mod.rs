@@ -2,6 +2,7 @@
 //!
 //! - [`guard`]: the `Host` / `Origin` allow-lists (DNS-rebinding protection), as a layer.
 //! - [`auth`]: bearer tokens (static or JWT), protected resource metadata, 401/403.
+//! - [`limits`]: rate, concurrency, stream and session limits (429).
 //! - [`negotiate`]: `Accept` and `Content-Type` checks.
 //! - [`error`]: [`HttpError`](error::HttpError), the one mapping of errors to HTTP statuses
 //!   and JSON-RPC errors.
@@ -9,4 +10,5 @@
 pub mod auth;
 pub mod error;
 pub mod guard;
+pub mod limits;
 pub mod negotiate;

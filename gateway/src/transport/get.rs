@@ -2,6 +2,7 @@
 
 use crate::http::auth::Principal;
 use crate::http::error::HttpError;
+use crate::http::limits::{self, Load};
 use crate::http::negotiate::Accepts;
 use crate::state::AppState;
 use crate::transport::event_id::EventId;
@@ -72,6 +73,7 @@ async fn standalone(
     resume_from: Option<StandaloneCursor>,
 ) -> Result<Response, HttpError> {
     let id = session.record.id.clone();
+    let held = limits::claim(&app, &id, Load::Stream)?;
     let subscription = app.bus.subscribe(&id).await?;
     let broadcasts = app.bus.subscribe_broadcasts().await?;
     let claim = rand::random();
@@ -109,7 +111,11 @@ async fn standalone(
         priming: session.version.sse_priming(),
     };
     let (tx, rx) = mpsc::channel(32);
-    tokio::spawn(pump.run(tx).instrument(tracing::Span::current()));
+    let pumped = async move {
+        let _held = held;
+        pump.run(tx).await
+    };
+    tokio::spawn(pumped.instrument(tracing::Span::current()));
     Ok(respond::sse(&app, rx, None))
 }
 
@@ -120,6 +126,7 @@ async fn resume_request(
     seq: u64,
 ) -> Result<Response, HttpError> {
     let id = session.record.id.clone();
+    let held = limits::claim(&app, &id, Load::Stream)?;
     let subscription = app.bus.subscribe(&id).await?;
     if seq > subscription.head {
         return Err(HttpError::BadLastEventId);
@@ -176,6 +183,10 @@ async fn resume_request(
         last_progress: HashMap::new(),
         kind: "get",
     };
-    tokio::spawn(pump.run(tx).instrument(tracing::Span::current()));
+    let pumped = async move {
+        let _held = held;
+        pump.run(tx).await
+    };
+    tokio::spawn(pumped.instrument(tracing::Span::current()));
     Ok(respond::sse(&app, rx, None))
 }

@@ -2,6 +2,7 @@
 
 use crate::http::auth::Principal;
 use crate::http::error::HttpError;
+use crate::http::limits::{self, Load};
 use crate::http::negotiate::{Accepts, require_json_body};
 use crate::mcp::lifecycle;
 use crate::mcp::methods::{self, Route};
@@ -40,7 +41,15 @@ pub async fn post(
 ) -> Response {
     let span = tracing::info_span!("mcp.post");
     mcp_telemetry::propagation::set_parent(&span, incoming_traceparent(&headers));
-    let result = handle(app, headers, body, principal).instrument(span).await;
+    let result = handle(app.clone(), headers, body, principal)
+        .instrument(span)
+        .await;
+    if let Err(HttpError::PayloadTooLarge(_)) = &result {
+        app.metrics
+            .limit_rejections
+            .with_label_values(&["body_size"])
+            .inc();
+    }
     match result {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -224,7 +233,27 @@ async fn start_jobs(
     let mut open = HashMap::new();
     let mut first_stream = None;
     let single = !batch && immediate.is_empty() && jobs.len() == 1;
+    // Claims on this session's limits, held until the streams end.
+    let mut guards = Vec::new();
+    if streaming && !ephemeral {
+        guards.push(limits::claim(&app, &record.id, Load::Stream)?);
+    }
     for pending in jobs {
+        let claim = if ephemeral {
+            None
+        } else {
+            match limits::claim(&app, &record.id, Load::Request) {
+                Ok(guard) => Some(guard),
+                Err(error) if single => return Err(error),
+                Err(error) => {
+                    immediate.push(jsonrpc::response_err(
+                        Some(&pending.id),
+                        ErrorObject::new(jsonrpc::SERVER_ERROR, error.to_string()),
+                    ));
+                    continue;
+                }
+            }
+        };
         let stream = StreamId::generate();
         let method = pending.method.clone();
         let tool = app.known_tool(pending.params.as_ref());
@@ -247,6 +276,7 @@ async fn start_jobs(
         };
         match app.bus.enqueue(job).await {
             Ok(()) => {
+                guards.extend(claim);
                 app.metrics
                     .jobs_enqueued
                     .with_label_values(&[tool.as_str()])
@@ -304,6 +334,7 @@ async fn start_jobs(
     let session_id = record.id.clone();
     tokio::spawn(
         async move {
+            let _claims = guards;
             pump.run(tx).await;
             if ephemeral {
                 let _ = bus.end_session(&session_id).await;
@@ -342,6 +373,16 @@ async fn initialize(
             return Ok(bad_request(Some(&id), error));
         }
     };
+    let max = app.config.max_sessions_per_principal;
+    if max > 0 && !app.config.stateless && app.bus.count_sessions(&principal.0).await? >= max {
+        app.metrics
+            .limit_rejections
+            .with_label_values(&["sessions_per_principal"])
+            .inc();
+        return Err(HttpError::TooManyRequests(format!(
+            "this principal already holds {max} sessions; end one (DELETE) or let one expire"
+        )));
+    }
     counter("ok").inc();
     let session = if app.config.stateless {
         None
