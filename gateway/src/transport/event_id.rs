@@ -42,10 +42,13 @@ impl EventId {
         if parts.next().is_some() {
             return None;
         }
+        // Only the canonical spelling we produce: no leading zeros, lower-case hex.
         let decimal = |t: &str| -> Option<u64> {
-            (!t.is_empty() && t.len() <= 20 && t.bytes().all(|c| c.is_ascii_digit()))
-                .then(|| t.parse().ok())
-                .flatten()
+            let canonical = !t.is_empty()
+                && t.len() <= 20
+                && t.bytes().all(|c| c.is_ascii_digit())
+                && (t == "0" || !t.starts_with('0'));
+            canonical.then(|| t.parse().ok()).flatten()
         };
         match kind {
             "s" => Some(Self::Standalone(StandaloneCursor {
@@ -53,7 +56,7 @@ impl EventId {
                 broadcast_seq: decimal(b)?,
             })),
             "r" => {
-                if a.len() != 16 || !a.bytes().all(|c| c.is_ascii_hexdigit()) {
+                if a.len() != 16 || !a.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
                     return None;
                 }
                 let stream = u64::from_str_radix(a, 16).ok().filter(|s| *s != 0)?;
