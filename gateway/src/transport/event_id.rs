@@ -56,7 +56,11 @@ impl EventId {
                 broadcast_seq: decimal(b)?,
             })),
             "r" => {
-                if a.len() != 16 || !a.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+                if a.len() != 16
+                    || !a
+                        .bytes()
+                        .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c))
+                {
                     return None;
                 }
                 let stream = u64::from_str_radix(a, 16).ok().filter(|s| *s != 0)?;
