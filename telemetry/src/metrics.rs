@@ -270,7 +270,20 @@ mod tests {
         let m = Metrics::new(Role::Gateway, "g-1");
         m.http_requests.with_label_values(&["POST", "200"]).inc();
         let text = m.render();
-        assert!(text.contains(r#"mcpgw_http_requests_total{method="POST",status="200",role="gateway",node="g-1"} 1"#), "{text}");
+        // Const labels come in no fixed order: check each part of the series.
+        let series = text
+            .lines()
+            .find(|l| l.starts_with("mcpgw_http_requests_total{"))
+            .unwrap_or_default();
+        for part in [
+            r#"method="POST""#,
+            r#"status="200""#,
+            r#"role="gateway""#,
+            r#"node="g-1""#,
+        ] {
+            assert!(series.contains(part), "{part} in {series}");
+        }
+        assert!(series.ends_with(" 1"), "{series}");
         assert!(text.contains("mcpgw_build_info{"));
         assert!(text.contains(r#"mcpgw_sse_streams_open{kind="get""#));
     }
