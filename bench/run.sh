@@ -75,7 +75,7 @@ for f in "$BENCH" "$GATEWAY" "$WORKER" "$RMCP_PEER" "$VENV/bin/python"; do
 done
 # Run private copies: a concurrent `cargo build` must not swap a binary mid-run.
 mkdir -p "$OUT/bin"
-cp "$BENCH" "$GATEWAY" "$WORKER" "$RMCP_PEER" "$OUT/bin/"
+cp -p "$BENCH" "$GATEWAY" "$WORKER" "$RMCP_PEER" "$OUT/bin/"
 BENCH="$OUT/bin/mcp-bench"; GATEWAY="$OUT/bin/mcp-gateway"; WORKER="$OUT/bin/mcp-worker"; RMCP_PEER="$OUT/bin/rmcp-peer"
 {
   echo "mcp-gateway and mcp-worker built $(date -u -r "$GATEWAY" +%Y-%m-%dT%H:%MZ) from the working tree; at run time HEAD was $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD -- gateway worker bus protocol telemetry 2>/dev/null || echo ' with uncommitted changes in gateway/worker/bus/protocol/telemetry')"
