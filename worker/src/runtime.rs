@@ -443,27 +443,35 @@ async fn run_job(shared: &Arc<Shared>, tools: &ToolSet, metrics: Option<&Metrics
     }
 }
 
+/// `params.name` (a string) and `params.arguments` (an object; absent or null is `{}`), as
+/// `tools/call` and `prompts/get` both take them.
+fn name_and_arguments(job: &Job) -> Result<(&str, Value), ToolError> {
+    let method = job.method.as_str();
+    let name = job
+        .params
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ToolError::Protocol(ErrorObject::invalid_params(format!(
+                "{method} needs params.name, a string"
+            )))
+        })?;
+    let arguments = match job.params.get("arguments") {
+        None | Some(Value::Null) => Value::Object(Map::new()),
+        Some(args @ Value::Object(_)) => args.clone(),
+        Some(_) => {
+            return Err(ToolError::Protocol(ErrorObject::invalid_params(format!(
+                "{method} params.arguments must be an object"
+            ))));
+        }
+    };
+    Ok((name, arguments))
+}
+
 async fn execute(tools: &ToolSet, ctx: ToolContext, job: &Job) -> Result<Value, ToolError> {
     match job.method.as_str() {
         "tools/call" => {
-            let name = job
-                .params
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    ToolError::Protocol(ErrorObject::invalid_params(
-                        "tools/call needs params.name, a string",
-                    ))
-                })?;
-            let arguments = match job.params.get("arguments") {
-                None | Some(Value::Null) => Value::Object(Map::new()),
-                Some(args @ Value::Object(_)) => args.clone(),
-                Some(_) => {
-                    return Err(ToolError::Protocol(ErrorObject::invalid_params(
-                        "tools/call params.arguments must be an object",
-                    )));
-                }
-            };
+            let (name, arguments) = name_and_arguments(job)?;
             let tool = tools.get(name).ok_or_else(|| {
                 ToolError::Protocol(ErrorObject::invalid_params(format!("Unknown tool: {name}")))
             })?;
@@ -503,24 +511,7 @@ async fn execute(tools: &ToolSet, ctx: ToolContext, job: &Job) -> Result<Value, 
             }
         }
         "prompts/get" => {
-            let name = job
-                .params
-                .get("name")
-                .and_then(Value::as_str)
-                .ok_or_else(|| {
-                    ToolError::Protocol(ErrorObject::invalid_params(
-                        "prompts/get needs params.name, a string",
-                    ))
-                })?;
-            let arguments = match job.params.get("arguments") {
-                None | Some(Value::Null) => Value::Object(Map::new()),
-                Some(args @ Value::Object(_)) => args.clone(),
-                Some(_) => {
-                    return Err(ToolError::Protocol(ErrorObject::invalid_params(
-                        "prompts/get params.arguments must be an object",
-                    )));
-                }
-            };
+            let (name, arguments) = name_and_arguments(job)?;
             match tools.get_prompt(ctx, name, arguments).await {
                 Some(Ok(result)) => Ok(result),
                 // A prompt's arguments are a protocol matter in every revision.
