@@ -268,6 +268,7 @@ async fn jobs_reach_one_worker_and_are_counted(bus: Arc<dyn Bus>) {
         streaming: true,
         session_stream: true,
         delivery_id: None,
+        principal: String::new(),
     };
     bus.enqueue(job.clone()).await.unwrap();
     assert_eq!(bus.stats().await.unwrap().jobs_in_flight, 1);

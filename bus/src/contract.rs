@@ -198,6 +198,11 @@ pub trait Bus: Send + Sync + 'static {
     /// subscribed to `uri`, whichever gateway holds it. Returns how many were notified.
     async fn resource_updated(&self, uri: &str) -> Result<u64, BusError>;
 
+    /// A secret every node of the cluster shares, made at random by whichever node asks
+    /// first (used to sign state the client carries between requests, such as
+    /// `requestState`). Stable for the life of the bus's data.
+    async fn shared_secret(&self, name: &str) -> Result<Vec<u8>, BusError>;
+
     /// A cluster-wide snapshot.
     async fn stats(&self) -> Result<ClusterStats, BusError>;
 

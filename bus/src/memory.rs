@@ -61,6 +61,8 @@ pub struct MemoryBus {
     workers: Mutex<BTreeMap<WorkerId, WorkerInfo>>,
     /// Resource URI → the sessions subscribed to it.
     resource_subscriptions: Mutex<HashMap<String, HashSet<SessionId>>>,
+    /// Secrets by name, made on first use.
+    secrets: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 struct SessionSlot {
@@ -106,6 +108,7 @@ impl MemoryBus {
             control,
             workers: Mutex::new(BTreeMap::new()),
             resource_subscriptions: Mutex::new(HashMap::new()),
+            secrets: Mutex::new(HashMap::new()),
         });
         let period = (bus.config.session_idle_ttl / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(10));
@@ -467,6 +470,13 @@ impl Bus for MemoryBus {
             workers: lock(&self.workers).len() as u64,
             jobs_in_flight: self.jobs_in_flight.load(Ordering::Relaxed),
         })
+    }
+
+    async fn shared_secret(&self, name: &str) -> Result<Vec<u8>, BusError> {
+        Ok(lock(&self.secrets)
+            .entry(name.to_owned())
+            .or_insert_with(|| rand::random::<[u8; 32]>().to_vec())
+            .clone())
     }
 
     async fn health(&self) -> Result<(), BusError> {

@@ -143,6 +143,10 @@ pub struct Job {
     pub streaming: bool,
     /// False when the session has no standalone stream (a stateless gateway's requests).
     pub session_stream: bool,
+    /// The authenticated principal that sent the request (its name, never its token):
+    /// state a tool hands the client to echo back is bound to it.
+    #[serde(default)]
+    pub principal: String,
     /// The bus's handle on this delivery (the Redis stream entry id); not part of the job.
     #[serde(skip)]
     pub delivery_id: Option<String>,

@@ -64,7 +64,13 @@ pub async fn watch_cluster(app: AppState) {
     loop {
         app.limits.forget_idle_buckets();
         if let Ok(Ok(tools)) = tokio::time::timeout(PROBE_TIMEOUT, app.bus.tools()).await {
-            let names = tools.into_iter().map(|t| t.name).collect();
+            let names = tools
+                .into_iter()
+                .map(|t| {
+                    let mirrored = crate::mcp::stateless::mirrored_params(&t.input_schema);
+                    (t.name, mirrored)
+                })
+                .collect();
             *app.tool_names.write().unwrap_or_else(|p| p.into_inner()) = names;
         }
         match tokio::time::timeout(PROBE_TIMEOUT, app.bus.stats()).await {

@@ -1,8 +1,10 @@
 //! What every handler shares.
 
 use crate::config::Config;
+use crate::mcp::stateless::MirroredParam;
 use mcp_bus::Bus;
 use mcp_telemetry::Metrics;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -20,9 +22,10 @@ pub struct AppState {
     pub limits: Arc<crate::http::limits::Limits>,
     /// Verifies bearer tokens (a no-op when authentication is off).
     pub auth: Arc<crate::http::auth::Authenticator>,
-    /// Names of the tools workers serve, refreshed in the background: a metrics label
-    /// names a tool only if it is one of these.
-    pub tool_names: Arc<std::sync::RwLock<std::collections::HashSet<String>>>,
+    /// The tools workers serve, refreshed in the background, each with the arguments its
+    /// schema mirrors into `Mcp-Param-*` headers: a metrics label names a tool only if it
+    /// is one of these.
+    pub tool_names: Arc<std::sync::RwLock<HashMap<String, Vec<MirroredParam>>>>,
     /// Cancelled when shutdown starts: no new work, standalone streams close so clients
     /// reconnect elsewhere.
     pub draining: CancellationToken,
@@ -43,9 +46,15 @@ impl AppState {
         let name = params.and_then(|p| p.get("name")).and_then(|n| n.as_str());
         let names = self.tool_names.read().unwrap_or_else(|p| p.into_inner());
         match name {
-            Some(name) if names.contains(name) => name.to_owned(),
+            Some(name) if names.contains_key(name) => name.to_owned(),
             _ => "unknown".to_owned(),
         }
+    }
+
+    /// The arguments tool `name` mirrors into headers, if the cache knows the tool.
+    pub fn mirrored_params(&self, name: &str) -> Option<Vec<MirroredParam>> {
+        let names = self.tool_names.read().unwrap_or_else(|p| p.into_inner());
+        names.get(name).cloned()
     }
 
     /// The SSE `retry` hint.

@@ -25,6 +25,12 @@ pub const REQUEST_TIMEOUT: i64 = -32001;
 pub const RESOURCE_NOT_FOUND: i64 = -32002;
 /// The body of an HTTP 404 for an unknown `Mcp-Session-Id` (as the TypeScript SDK answers).
 pub const SESSION_NOT_FOUND: i64 = -32001;
+/// 2026-07-28: the HTTP headers disagree with the body, or a required one is missing.
+pub const HEADER_MISMATCH: i64 = -32020;
+/// 2026-07-28: the request needs a client capability its `_meta` did not declare.
+pub const MISSING_REQUIRED_CLIENT_CAPABILITY: i64 = -32021;
+/// 2026-07-28: the request's protocol version is one this server does not speak.
+pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 
 /// A JSON-RPC request id: a string or an integer (MCP forbids `null`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -105,6 +111,12 @@ impl ErrorObject {
     /// `-32603`.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(INTERNAL_ERROR, message)
+    }
+
+    /// The same error with structured `data`.
+    pub fn with_data(mut self, data: Value) -> Self {
+        self.data = Some(data);
+        self
     }
 }
 

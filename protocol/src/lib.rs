@@ -8,12 +8,15 @@
 //! - [`logging`]: the syslog-style levels of `notifications/message` and their order.
 //! - [`tool`]: the `Tool` descriptor of `tools/list` and the `CallToolResult` of `tools/call`.
 //! - [`catalog`]: resources, resource templates and prompts, and URI-template matching.
+//! - [`stateless`]: what revision 2026-07-28 adds: request `_meta`, `resultType` and cache
+//!   hints on results, the Base64 sentinel of mirrored headers.
 //!
 //! Nothing here does I/O; parsing and behaviour live in the crates that use these types.
 
 pub mod catalog;
 pub mod jsonrpc;
 pub mod logging;
+pub mod stateless;
 pub mod tool;
 pub mod version;
 

@@ -1,12 +1,14 @@
 //! What a running tool can do. Every message it sends goes through the bus to whichever
 //! gateway holds the client's stream.
 
+use crate::input::InputRequest;
 use crate::runtime::Shared;
 use crate::tool::ToolError;
 use mcp_bus::{EventBody, Job, SessionId, StreamTarget};
 use mcp_protocol::{ErrorObject, LogLevel, ProtocolVersion, RequestId, jsonrpc};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
@@ -22,10 +24,21 @@ struct CallState {
     version: ProtocolVersion,
     cancel: CancellationToken,
     last_progress: Mutex<Option<f64>>,
+    /// 2026-07-28: the client's answers to input requests (this round's and earlier ones).
+    answers: Map<String, Value>,
+    /// The answers this run has used so far: what the next `requestState` must carry.
+    used: Mutex<Map<String, Value>>,
+    /// Keys for input requests made with [`ToolContext::request`], which names none.
+    next_key: AtomicUsize,
 }
 
 impl ToolContext {
-    pub(crate) fn new(shared: Arc<Shared>, job: Job, cancel: CancellationToken) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        job: Job,
+        cancel: CancellationToken,
+        answers: Map<String, Value>,
+    ) -> Self {
         let version =
             ProtocolVersion::parse(&job.protocol_version).unwrap_or(ProtocolVersion::LATEST);
         Self {
@@ -35,8 +48,70 @@ impl ToolContext {
                 version,
                 cancel,
                 last_progress: Mutex::new(None),
+                answers,
+                used: Mutex::new(Map::new()),
+                next_key: AtomicUsize::new(0),
             }),
         }
+    }
+
+    /// The answers this run used (for the `requestState` of an `InputRequiredResult`).
+    pub(crate) fn used_answers(&self) -> Map<String, Value> {
+        self.call
+            .used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Asks the client for one input (see [`crate::input`]) and returns its answer.
+    pub async fn input(&self, request: InputRequest) -> Result<Value, ToolError> {
+        let mut answers = self.inputs(vec![request]).await?;
+        Ok(answers.pop().unwrap_or(Value::Null))
+    }
+
+    /// Asks the client for several inputs at once; the answers come in the same order.
+    /// Under 2026-07-28 a missing answer ends the call with an `InputRequiredResult`
+    /// naming every missing one; the client's retry runs the tool again.
+    pub async fn inputs(&self, requests: Vec<InputRequest>) -> Result<Vec<Value>, ToolError> {
+        for request in &requests {
+            if let Some(capability) = request.capability()
+                && self.client_capabilities().get(capability).is_none()
+            {
+                return Err(if self.call.version.is_stateless() {
+                    ToolError::Protocol(crate::input::missing_capability(capability))
+                } else {
+                    ToolError::failed(format!(
+                        "the client does not support {capability}, which {} needs",
+                        request.method
+                    ))
+                });
+            }
+        }
+        if !self.call.version.is_stateless() {
+            let mut answers = Vec::with_capacity(requests.len());
+            for request in requests {
+                answers.push(self.send_request(&request.method, request.params).await?);
+            }
+            return Ok(answers);
+        }
+        let missing: Vec<InputRequest> = requests
+            .iter()
+            .filter(|r| !self.call.answers.contains_key(&r.key))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            return Err(ToolError::InputRequired(missing));
+        }
+        let mut used = self.call.used.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(requests
+            .iter()
+            .map(|r| {
+                let answer = self.call.answers[&r.key].clone();
+                used.insert(r.key.clone(), answer.clone());
+                answer
+            })
+            .collect())
     }
 
     /// The session this call belongs to.
@@ -155,20 +230,16 @@ impl ToolContext {
     /// Sends a request to the client (`sampling/createMessage`, `elicitation/create`,
     /// `roots/list`) on this request's stream and waits for its answer, which may reach any
     /// gateway. Fails at once if the client did not declare the capability the method needs.
+    ///
+    /// Under 2026-07-28 this is [`ToolContext::input`] with a key made from the order of
+    /// the call's requests.
     pub async fn request(&self, method: &str, params: Value) -> Result<Value, ToolError> {
-        let needed = match method {
-            "sampling/createMessage" => Some("sampling"),
-            "elicitation/create" => Some("elicitation"),
-            "roots/list" => Some("roots"),
-            _ => None,
-        };
-        if let Some(cap) = needed
-            && self.client_capabilities().get(cap).is_none()
-        {
-            return Err(ToolError::failed(format!(
-                "the client does not support {cap}, which {method} needs"
-            )));
-        }
+        let n = self.call.next_key.fetch_add(1, Ordering::Relaxed);
+        self.input(InputRequest::new(format!("request-{n}"), method, params))
+            .await
+    }
+
+    async fn send_request(&self, method: &str, params: Value) -> Result<Value, ToolError> {
         if !self.call.job.streaming {
             return Err(ToolError::failed(format!(
                 "cannot send {method}: the client asked for a plain JSON response, so no stream carries requests to it"
@@ -242,6 +313,13 @@ impl ToolContext {
     }
 
     async fn send_on_request_stream(&self, message: Value) -> Result<(), ToolError> {
+        // 2026-07-28: no log message for a request that did not ask for them with a level.
+        if self.call.version.is_stateless()
+            && self.call.job.log_level.is_none()
+            && message.get("method").and_then(Value::as_str) == Some("notifications/message")
+        {
+            return Ok(());
+        }
         self.call
             .shared
             .bus

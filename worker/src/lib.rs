@@ -30,18 +30,23 @@
 //! - [`context`]: [`ToolContext`], what a running tool can do (progress, logging, the
 //!   session's standalone stream, broadcasts, requests to the client, cancellation), and
 //!   [`SessionHandle`] for work that outlives the call.
+//! - [`input`]: [`InputRequest`], input a tool asks the client for, once for both
+//!   protocol generations (server-to-client requests, or multi round-trip requests with
+//!   an HMAC-protected `requestState`).
 //! - [`runtime`]: [`Worker`], the job loop: takes jobs from the bus, runs them under their
 //!   deadline and cancellation, publishes their results, routes control messages.
 //! - [`toolsets`]: the built-in tools, by name (`demo`).
 
 pub mod catalog;
 pub mod context;
+pub mod input;
 pub mod runtime;
 pub mod tool;
 pub mod toolsets;
 
 pub use catalog::{CompletionRequest, ResourceContents, user_text};
 pub use context::{SessionHandle, ToolContext};
+pub use input::InputRequest;
 pub use mcp_protocol::{CallToolResult, LogLevel, Resource, ResourceTemplate};
 pub use runtime::{Worker, WorkerConfig};
 pub use tool::{ToolError, ToolSet};

@@ -53,6 +53,10 @@ struct Args {
     /// Log format: `text` or `json`.
     #[arg(long, env = "MCPGW_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
+    /// Key that signs the `requestState` of 2026-07-28 multi round-trip requests; every
+    /// worker of a cluster needs the same one. Default: a random secret kept in Redis.
+    #[arg(long, env = "MCPGW_REQUEST_STATE_KEY", hide_env_values = true)]
+    request_state_key: Option<String>,
     /// Print the tools this worker would serve, as JSON, and exit.
     #[arg(long)]
     list_tools: bool,
@@ -89,6 +93,7 @@ async fn main() -> anyhow::Result<()> {
             max_concurrent_jobs: args.concurrency.max(1),
             heartbeat: Duration::from_millis(args.heartbeat_ms.max(50)),
             drain_timeout: Duration::from_secs(args.drain_timeout_secs),
+            request_state_key: args.request_state_key.map(String::into_bytes),
         },
     );
     let metrics = Arc::new(Metrics::new(Role::Worker, &worker.id().0));

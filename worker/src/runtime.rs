@@ -5,6 +5,7 @@
 
 use crate::catalog::{CompletionRequest, ResourceContents};
 use crate::context::ToolContext;
+use crate::input::{self, StateCodec};
 use crate::tool::{ToolError, ToolSet};
 use mcp_bus::{
     Bus, BusError, Control, EventBody, Job, SessionId, StreamTarget, WorkerId, WorkerInfo,
@@ -12,12 +13,13 @@ use mcp_bus::{
 use mcp_protocol::{
     CallToolResult, ErrorObject, ProtocolVersion, RequestId,
     jsonrpc::{self, REQUEST_TIMEOUT},
+    stateless,
 };
 use mcp_telemetry::Metrics;
 use serde_json::{Map, Value, json};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 use tokio::sync::{Semaphore, broadcast::error::RecvError, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -32,6 +34,10 @@ pub struct WorkerConfig {
     pub heartbeat: Duration,
     /// On shutdown, how long running jobs may take to finish.
     pub drain_timeout: Duration,
+    /// The key that signs 2026-07-28 `requestState` tokens. Every worker of a cluster
+    /// must use the same one; `None` takes the bus's shared secret, made at random by the
+    /// first worker (see [`Bus::shared_secret`]).
+    pub request_state_key: Option<Vec<u8>>,
 }
 
 impl Default for WorkerConfig {
@@ -40,6 +46,7 @@ impl Default for WorkerConfig {
             max_concurrent_jobs: 1024,
             heartbeat: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(10),
+            request_state_key: None,
         }
     }
 }
@@ -60,6 +67,8 @@ pub(crate) struct Shared {
     next_request: AtomicU64,
     jobs_running: AtomicU64,
     shutdown: CancellationToken,
+    /// Signs and verifies `requestState`; set before the first job runs.
+    state_codec: OnceLock<StateCodec>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -174,6 +183,7 @@ impl Worker {
                 next_request: AtomicU64::new(1),
                 jobs_running: AtomicU64::new(0),
                 shutdown: CancellationToken::new(),
+                state_codec: OnceLock::new(),
             }),
             tools: Arc::new(tools),
             config,
@@ -209,6 +219,13 @@ impl Worker {
         let mut delay = Duration::from_millis(50);
         let control = loop {
             let attempt = async {
+                if self.shared.state_codec.get().is_none() {
+                    let key = match &self.config.request_state_key {
+                        Some(key) => key.clone(),
+                        None => self.shared.bus.shared_secret("request-state").await?,
+                    };
+                    let _ = self.shared.state_codec.set(StateCodec::new(key));
+                }
                 let control = self.shared.bus.subscribe_control(&self.shared.id).await?;
                 self.announce().await?;
                 Ok::<_, BusError>(control)
@@ -372,9 +389,34 @@ async fn run_job(shared: &Arc<Shared>, tools: &ToolSet, metrics: Option<&Metrics
 
     let version = ProtocolVersion::parse(&job.protocol_version).unwrap_or(ProtocolVersion::LATEST);
     let remaining = Duration::from_millis(job.deadline_ms.saturating_sub(mcp_bus::now_ms()));
-    let ctx = ToolContext::new(shared.clone(), job.clone(), cancel.clone());
+    let round_trips = version.is_stateless() && takes_input(&job.method);
+    let answers = match shared.state_codec.get() {
+        Some(codec) if round_trips => input::answers_of(
+            codec,
+            &job.method,
+            &job.params,
+            &job.principal,
+            mcp_bus::now_ms(),
+        ),
+        _ => Ok(Map::new()),
+    };
+    let (ctx, answers_error) = match answers {
+        Ok(answers) => (
+            ToolContext::new(shared.clone(), job.clone(), cancel.clone(), answers),
+            None,
+        ),
+        Err(error) => (
+            ToolContext::new(shared.clone(), job.clone(), cancel.clone(), Map::new()),
+            Some(error),
+        ),
+    };
     let outcome = tokio::select! {
-        outcome = execute(tools, ctx, &job) => outcome,
+        outcome = async {
+            match answers_error {
+                Some(error) => Err(ToolError::Protocol(error)),
+                None => execute(tools, ctx.clone(), &job).await,
+            }
+        } => outcome,
         () = cancel.cancelled() => Err(ToolError::Cancelled),
         () = tokio::time::sleep(remaining) => Err(ToolError::Protocol(ErrorObject::new(
             REQUEST_TIMEOUT,
@@ -390,6 +432,7 @@ async fn run_job(shared: &Arc<Shared>, tools: &ToolSet, metrics: Option<&Metrics
             Ok(result) if result.get("isError") == Some(&Value::Bool(true)) => "tool_error",
             Ok(_) => "ok",
             Err(ToolError::Cancelled) => "cancelled",
+            Err(ToolError::InputRequired(_)) => "input_required",
             Err(ToolError::Failed(_)) => "tool_error",
             Err(ToolError::InvalidArguments(_)) if version.validation_errors_are_tool_errors() => {
                 "tool_error"
@@ -406,24 +449,55 @@ async fn run_job(shared: &Arc<Shared>, tools: &ToolSet, metrics: Option<&Metrics
     }
 
     let id = &job.request_id;
+    // Every result a 2026-07-28 client gets carries `resultType` and the server's identity.
+    let ok = |mut result: Value| {
+        if version.is_stateless() {
+            stateless::finish_result(&job.method, &mut result);
+        }
+        EventBody::Response(jsonrpc::response_ok(id, result))
+    };
     let body = match outcome {
-        Ok(result) => EventBody::Response(jsonrpc::response_ok(id, result)),
+        Ok(result) => ok(result),
         Err(ToolError::Cancelled) => EventBody::End,
+        Err(ToolError::InputRequired(requests)) => match shared.state_codec.get() {
+            Some(codec) if round_trips => {
+                let input_requests: Map<String, Value> = requests
+                    .iter()
+                    .map(|r| (r.key.clone(), r.to_value()))
+                    .collect();
+                let state = codec.seal(
+                    &job.principal,
+                    &input::binding(&job.method, &job.params),
+                    &ctx.used_answers(),
+                    mcp_bus::now_ms(),
+                );
+                ok(json!({
+                    "resultType": "input_required",
+                    "inputRequests": input_requests,
+                    "requestState": state,
+                }))
+            }
+            _ => EventBody::Response(jsonrpc::response_err(
+                Some(id),
+                ErrorObject::internal(format!(
+                    "{} cannot ask the client for input in this protocol revision",
+                    job.method
+                )),
+            )),
+        },
         Err(ToolError::InvalidArguments(msg)) if version.validation_errors_are_tool_errors() => {
-            EventBody::Response(jsonrpc::response_ok(
-                id,
-                CallToolResult::error(format!("invalid arguments: {msg}")).to_value(),
-            ))
+            ok(CallToolResult::error(format!("invalid arguments: {msg}")).to_value())
         }
         Err(ToolError::InvalidArguments(msg)) => EventBody::Response(jsonrpc::response_err(
             Some(id),
             ErrorObject::invalid_params(format!("invalid arguments: {msg}")),
         )),
-        Err(ToolError::Failed(msg)) => EventBody::Response(jsonrpc::response_ok(
-            id,
-            CallToolResult::error(msg).to_value(),
-        )),
-        Err(ToolError::Protocol(error)) => {
+        Err(ToolError::Failed(msg)) => ok(CallToolResult::error(msg).to_value()),
+        Err(ToolError::Protocol(mut error)) => {
+            // 2026-07-28 moved "resource not found" to invalid params.
+            if version.is_stateless() && error.code == jsonrpc::RESOURCE_NOT_FOUND {
+                error.code = jsonrpc::INVALID_PARAMS;
+            }
             EventBody::Response(jsonrpc::response_err(Some(id), error))
         }
         Err(ToolError::Bus(e)) => EventBody::Response(jsonrpc::response_err(
@@ -441,6 +515,11 @@ async fn run_job(shared: &Arc<Shared>, tools: &ToolSet, metrics: Option<&Metrics
     if let Err(e) = shared.bus.finish_job(&shared.id, &job).await {
         tracing::warn!(error = %e, "could not mark a job finished");
     }
+}
+
+/// The requests that may answer with an `InputRequiredResult` (2026-07-28).
+fn takes_input(method: &str) -> bool {
+    matches!(method, "tools/call" | "prompts/get" | "resources/read")
 }
 
 /// `params.name` (a string) and `params.arguments` (an object; absent or null is `{}`), as

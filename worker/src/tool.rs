@@ -35,6 +35,10 @@ pub enum ToolError {
     /// The client cancelled the request: no response is sent.
     #[error("cancelled by the client")]
     Cancelled,
+    /// 2026-07-28: the tool needs these inputs from the client before it can finish; the
+    /// call is answered with an `InputRequiredResult` (see [`crate::input`]).
+    #[error("input required from the client")]
+    InputRequired(Vec<crate::input::InputRequest>),
     /// The bus failed while the tool was talking to the client.
     #[error(transparent)]
     Bus(#[from] mcp_bus::BusError),
@@ -135,7 +139,7 @@ impl ToolSet {
 
     /// Like [`ToolSet::tool`], with behaviour annotations (`readOnlyHint`, …).
     pub fn tool_with<A, F, Fut>(
-        mut self,
+        self,
         name: &str,
         description: &str,
         annotations: Option<Value>,
@@ -146,14 +150,6 @@ impl ToolSet {
         F: Fn(ToolContext, A) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<CallToolResult, ToolError>> + Send + 'static,
     {
-        let input_schema = input_schema_of::<A>();
-        // A schema schemars produced always compiles; if it ever did not, the tool still
-        // runs and serde's own checks stand in for the schema's.
-        let validator = jsonschema::validator_for(&input_schema)
-            .inspect_err(
-                |e| tracing::warn!(tool = name, error = %e, "input schema does not compile"),
-            )
-            .ok();
         let handler = Arc::new(handler);
         let erased = move |ctx: ToolContext, arguments: Value| {
             let handler = handler.clone();
@@ -164,6 +160,53 @@ impl ToolSet {
             });
             fut
         };
+        self.insert(
+            name,
+            description,
+            input_schema_of::<A>(),
+            annotations,
+            Box::new(erased),
+        )
+    }
+
+    /// Adds a tool whose input schema is written by hand (any JSON Schema 2020-12, kept
+    /// verbatim in `tools/list`); the handler gets the validated arguments as JSON.
+    pub fn tool_with_schema<F, Fut>(
+        self,
+        name: &str,
+        description: &str,
+        input_schema: Value,
+        handler: F,
+    ) -> Self
+    where
+        F: Fn(ToolContext, Value) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<CallToolResult, ToolError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let erased = move |ctx: ToolContext, arguments: Value| {
+            let handler = handler.clone();
+            let fut: BoxFuture<'static, Result<CallToolResult, ToolError>> =
+                Box::pin(async move { handler(ctx, arguments).await });
+            fut
+        };
+        self.insert(name, description, input_schema, None, Box::new(erased))
+    }
+
+    fn insert(
+        mut self,
+        name: &str,
+        description: &str,
+        input_schema: Value,
+        annotations: Option<Value>,
+        handler: Box<Handler>,
+    ) -> Self {
+        // A schema that does not compile still lists; serde's own checks (or the
+        // handler's) stand in for it.
+        let validator = jsonschema::validator_for(&input_schema)
+            .inspect_err(
+                |e| tracing::warn!(tool = name, error = %e, "input schema does not compile"),
+            )
+            .ok();
         let descriptor = Tool {
             name: name.to_owned(),
             title: None,
@@ -177,7 +220,7 @@ impl ToolSet {
                 descriptor,
                 retryable: false,
                 validator,
-                handler: Box::new(erased),
+                handler,
             }),
         );
         self

@@ -93,6 +93,10 @@ impl Keys {
     pub fn principal_sessions(&self, principal: &str) -> String {
         format!("{}:{{registry}}:principal:{principal}", self.prefix)
     }
+    /// STRING: a cluster-wide secret (hex), made by the first node that needs it.
+    pub fn secret(&self, name: &str) -> String {
+        format!("{}:{{registry}}:secret:{name}", self.prefix)
+    }
     /// ZSET: session id → last use (ms), for counting live sessions.
     pub fn session_index(&self) -> String {
         format!("{}:{{registry}}:sessions", self.prefix)

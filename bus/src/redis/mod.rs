@@ -1116,6 +1116,27 @@ impl Bus for RedisBus {
         })
     }
 
+    async fn shared_secret(&self, name: &str) -> Result<Vec<u8>, BusError> {
+        let key = self.keys.secret(name);
+        let candidate: String = rand::random::<[u8; 32]>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let mut conn = self.conn().await?;
+        // SET NX then GET: whichever node comes first decides, every node reads the same.
+        let (secret,): (String,) = redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg(&candidate)
+            .arg("NX")
+            .ignore()
+            .get(&key)
+            .query_async(&mut *conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(secret.into_bytes())
+    }
+
     async fn health(&self) -> Result<(), BusError> {
         let mut conn = self.conn().await?;
         let _: String = redis::cmd("PING")

@@ -46,7 +46,11 @@ pub fn negotiate(params: Option<&Value>) -> Result<InitializeRequest, ErrorObjec
         }
     };
     Ok(InitializeRequest {
-        version: ProtocolVersion::parse(requested).unwrap_or(ProtocolVersion::LATEST),
+        // 2026-07-28 has no `initialize`: a client asking for it here gets the newest
+        // session revision, and may then speak 2026-07-28 by `_meta` instead.
+        version: ProtocolVersion::parse(requested)
+            .filter(|v| !v.is_stateless())
+            .unwrap_or(ProtocolVersion::LATEST),
         capabilities,
         client_info,
     })
@@ -82,6 +86,8 @@ mod tests {
         assert_eq!(known.version, ProtocolVersion::V2025_03_26);
         let unknown = negotiate(Some(&json!({"protocolVersion": "1999-01-01"}))).unwrap();
         assert_eq!(unknown.version, ProtocolVersion::LATEST);
+        let stateless = negotiate(Some(&json!({"protocolVersion": "2026-07-28"}))).unwrap();
+        assert_eq!(stateless.version, ProtocolVersion::LATEST);
         assert!(negotiate(None).is_err());
         assert!(negotiate(Some(&json!({"protocolVersion": 5}))).is_err());
         assert!(

@@ -5,6 +5,9 @@
 //!   lists, resource subscriptions), sent to a worker as a job (`tools/call`,
 //!   `resources/read`, `prompts/get`, `completion/complete`), or unknown (`-32601`); and
 //!   the client's notifications and responses.
+//! - [`stateless`]: revision 2026-07-28: which requests speak it, the checks of its
+//!   `_meta` and mirrored headers, `server/discover`.
 
 pub mod lifecycle;
 pub mod methods;
+pub mod stateless;

@@ -109,6 +109,7 @@ async fn standalone(
         claim,
         log_level: session.record.log_level,
         priming: session.version.sse_priming(),
+        listen: None,
     };
     let (tx, rx) = mpsc::channel(32);
     let pumped = async move {

@@ -6,6 +6,7 @@ use crate::http::limits::{self, Load};
 use crate::http::negotiate::{Accepts, require_json_body};
 use crate::mcp::lifecycle;
 use crate::mcp::methods::{self, Route};
+use crate::mcp::stateless;
 use crate::state::AppState;
 use crate::transport::event_id::EventId;
 use crate::transport::pump::{Frame, OpenRequest, RequestPump};
@@ -21,7 +22,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use mcp_bus::{Job, SessionId, SessionRecord, StandaloneCursor, StreamId};
 use mcp_protocol::{ErrorObject, Message, ProtocolVersion, RequestId, jsonrpc};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -56,10 +57,14 @@ pub async fn post(
     }
 }
 
-struct PendingJob {
-    id: RequestId,
-    method: String,
-    params: Option<Value>,
+/// A request that becomes a job.
+pub(crate) struct PendingJob {
+    /// The client's request id.
+    pub id: RequestId,
+    /// The method.
+    pub method: String,
+    /// The params.
+    pub params: Option<Value>,
 }
 
 async fn handle(
@@ -94,6 +99,16 @@ async fn handle(
 
     if !batch && let Some(Err((id, error))) = messages.first() {
         return Ok(bad_request(id.as_ref(), error.clone()));
+    }
+    let for_stateless = matches!(messages.as_slice(), [Ok(message)]
+        if !batch && stateless::is_stateless(&headers, message_params(message)));
+    if for_stateless && let Some(Ok(message)) = messages.pop() {
+        return crate::transport::stateless::post(app, headers, accepts, message, principal).await;
+    }
+    if batch && stateless::is_stateless(&headers, None) {
+        return Err(HttpError::InvalidRequest(
+            "JSON-RPC batches are not part of protocol revision 2026-07-28".into(),
+        ));
     }
     let is_initialize = |m: &Result<Message, _>| matches!(m, Ok(Message::Request { method, .. }) if method == "initialize");
     if messages.iter().any(is_initialize) {
@@ -190,39 +205,54 @@ async fn handle(
         }
         return Ok(respond::json(immediate, batch, None));
     }
+    let session = match session {
+        Some(record) => JobSession {
+            record,
+            ephemeral: false,
+        },
+        None => {
+            let record = new_record(&app, version, json!({}), json!({}), true).await?;
+            app.bus.create_session(record.clone()).await?;
+            JobSession {
+                record,
+                ephemeral: true,
+            }
+        }
+    };
+    let streaming = accepts.sse;
     start_jobs(
-        app, session, version, accepts, batch, immediate, jobs, &headers,
+        app, session, version, streaming, batch, immediate, jobs, &headers, &principal,
     )
     .await
 }
 
+/// The session a request's jobs run in: the client's own, or one made for this request
+/// alone (stateless requests), which ends with the request.
+pub(crate) struct JobSession {
+    /// The session's record.
+    pub record: SessionRecord,
+    /// True when the session exists only for this request.
+    pub ephemeral: bool,
+}
+
+/// Enqueues the jobs of one POST and answers with their stream (SSE when `streaming`,
+/// else one JSON answer once every job is done).
 #[allow(clippy::too_many_arguments)]
-async fn start_jobs(
+pub(crate) async fn start_jobs(
     app: AppState,
-    session: Option<SessionRecord>,
+    session: JobSession,
     version: ProtocolVersion,
-    accepts: Accepts,
+    streaming: bool,
     batch: bool,
     mut immediate: Vec<Value>,
     jobs: Vec<PendingJob>,
     headers: &HeaderMap,
+    principal: &Principal,
 ) -> Result<Response, HttpError> {
-    let streaming = accepts.sse;
-    let (record, ephemeral) = match session {
-        Some(record) => (record, false),
-        None => {
-            let record = new_record(
-                &app,
-                version,
-                serde_json::json!({}),
-                serde_json::json!({}),
-                true,
-            )
-            .await?;
-            app.bus.create_session(record.clone()).await?;
-            (record, true)
-        }
-    };
+    let JobSession { record, ephemeral } = session;
+    // 2026-07-28 streams cannot be resumed: no event ids, and nothing closes them early
+    // for the client to come back.
+    let resumable = streaming && !version.is_stateless();
     // Subscribe before any job exists, so not even its first event can be missed.
     let subscription = app.bus.subscribe(&record.id).await?;
     // Our span's context when spans are exported, else the caller's, so a trace crosses
@@ -273,6 +303,7 @@ async fn start_jobs(
             streaming,
             session_stream: !ephemeral,
             delivery_id: None,
+            principal: principal.0.clone(),
         };
         match app.bus.enqueue(job).await {
             Ok(()) => {
@@ -326,7 +357,7 @@ async fn start_jobs(
         open,
         claim: rand::random(),
         log_level: record.log_level,
-        resumable: streaming,
+        resumable,
         last_progress: HashMap::new(),
         kind: "post",
     };
@@ -342,10 +373,10 @@ async fn start_jobs(
         }
         .instrument(tracing::Span::current()),
     );
-    Ok(if streaming {
-        respond::sse(&app, rx, None)
-    } else {
-        respond::json_from_frames(rx, batch).await
+    Ok(match (streaming, version.is_stateless()) {
+        (true, false) => respond::sse(&app, rx, None),
+        (true, true) => respond::sse_without_ids(&app, rx),
+        (false, stateless) => respond::json_from_frames(rx, batch, stateless).await,
     })
 }
 
@@ -409,7 +440,7 @@ async fn initialize(
     Ok(respond::sse(app, rx, session.as_ref()))
 }
 
-async fn new_record(
+pub(crate) async fn new_record(
     app: &AppState,
     version: ProtocolVersion,
     client_capabilities: Value,
@@ -433,11 +464,20 @@ async fn new_record(
     })
 }
 
-/// 400 with a JSON-RPC error body (the request's id when it could be read).
-fn incoming_traceparent(headers: &HeaderMap) -> Option<&str> {
+/// The params of a request or notification.
+fn message_params(message: &Message) -> Option<&Value> {
+    match message {
+        Message::Request { params, .. } | Message::Notification { params, .. } => params.as_ref(),
+        Message::Response { .. } => None,
+    }
+}
+
+/// The W3C `traceparent` header of the client's request.
+pub(crate) fn incoming_traceparent(headers: &HeaderMap) -> Option<&str> {
     headers.get("traceparent").and_then(|v| v.to_str().ok())
 }
 
+/// 400 with a JSON-RPC error body (the request's id when it could be read).
 fn bad_request(id: Option<&RequestId>, error: ErrorObject) -> Response {
     (
         StatusCode::BAD_REQUEST,

@@ -8,6 +8,7 @@
 
 use crate::state::AppState;
 use crate::transport::event_id::EventId;
+use crate::transport::listen::ListenFilter;
 use mcp_bus::{
     BroadcastSubscription, EventBody, Live, SessionEvent, SessionId, SessionSubscription,
     StandaloneCursor, StreamId, StreamTarget,
@@ -51,6 +52,16 @@ impl Frame {
             id: Some(id.encode()),
             data: None,
             retry,
+            is_response: false,
+        }
+    }
+
+    /// A notification that is not part of any resumable stream.
+    pub fn unlogged_message(data: Value) -> Self {
+        Self {
+            id: None,
+            data: Some(data),
+            retry: None,
             is_response: false,
         }
     }
@@ -344,6 +355,8 @@ pub struct StandalonePump {
     pub log_level: Option<LogLevel>,
     /// Whether to send the priming event first.
     pub priming: bool,
+    /// For a `subscriptions/listen` stream: what it carries, and its tag.
+    pub listen: Option<ListenFilter>,
 }
 
 impl StandalonePump {
@@ -458,6 +471,9 @@ impl StandalonePump {
                 },
                 () = self.app.draining.cancelled() => return self.interrupt(tx).await,
                 _ = touch.tick() => {
+                    if self.listen.is_some() {
+                        let _ = self.app.bus.touch_session(&self.session).await;
+                    }
                     match self.app.bus.session(&self.session).await {
                         Ok(record) => self.log_level = record.log_level,
                         Err(mcp_bus::BusError::SessionNotFound) => return PumpEnd::SessionEnded,
@@ -506,11 +522,16 @@ impl StandalonePump {
         emitted_ms: u64,
         tx: &mpsc::Sender<Frame>,
     ) -> Option<PumpEnd> {
-        if !LogLevel::message_passes(message, self.log_level) {
-            return None;
-        }
+        let frame = match &self.listen {
+            Some(filter) => Frame::unlogged_message(filter.admit(message)?),
+            None => {
+                if !LogLevel::message_passes(message, self.log_level) {
+                    return None;
+                }
+                Frame::message(EventId::Standalone(self.cursor), message.clone(), false)
+            }
+        };
         record_delivery(&self.app, message, emitted_ms);
-        let frame = Frame::message(EventId::Standalone(self.cursor), message.clone(), false);
         tx.send(frame).await.err().map(|_| PumpEnd::ClientGone)
     }
 

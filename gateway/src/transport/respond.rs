@@ -10,6 +10,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use mcp_bus::SessionId;
+use mcp_protocol::jsonrpc;
 use serde_json::Value;
 use std::convert::Infallible;
 use tokio::sync::mpsc;
@@ -44,6 +45,17 @@ const KEEP_ALIVE: &[u8] = b": keep-alive\n\n";
 /// An SSE response fed by `frames`; it ends when the sender side is dropped. An idle
 /// stream gets a keep-alive comment every interval, so proxies do not cut it.
 pub fn sse(app: &AppState, frames: mpsc::Receiver<Frame>, session: Option<&SessionId>) -> Response {
+    with_session(sse_stream(app, frames, true), session)
+}
+
+/// An SSE response without event ids, for 2026-07-28 clients: their streams cannot be
+/// resumed, so ids (and the empty events that only carry one) would promise what the
+/// server does not do.
+pub fn sse_without_ids(app: &AppState, frames: mpsc::Receiver<Frame>) -> Response {
+    sse_stream(app, frames, false)
+}
+
+fn sse_stream(app: &AppState, frames: mpsc::Receiver<Frame>, event_ids: bool) -> Response {
     let every = app.config.keepalive();
     let keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     let body = futures::stream::unfold(
@@ -51,8 +63,16 @@ pub fn sse(app: &AppState, frames: mpsc::Receiver<Frame>, session: Option<&Sessi
         move |(mut frames, mut keep_alive)| async move {
             let chunk = tokio::select! {
                 frame = frames.recv() => {
-                    let frame = frame?;
+                    let mut frame = frame?;
                     keep_alive.reset();
+                    if !event_ids {
+                        if frame.data.is_none() {
+                            // An id-only event: nothing to say without ids.
+                            return Some((Ok(Bytes::new()), (frames, keep_alive)));
+                        }
+                        frame.id = None;
+                        frame.retry = None;
+                    }
                     encode_frame(&frame)
                 }
                 _ = keep_alive.tick() => Bytes::from_static(KEEP_ALIVE),
@@ -69,7 +89,7 @@ pub fn sse(app: &AppState, frames: mpsc::Receiver<Frame>, session: Option<&Sessi
     );
     // Proxies such as nginx buffer responses unless told not to, which stalls SSE.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
-    with_session(response, session)
+    response
 }
 
 /// A JSON response: one message, or an array for a batch.
@@ -84,7 +104,13 @@ pub fn json(responses: Vec<Value>, batch: bool, session: Option<&SessionId>) -> 
 
 /// Collects the final responses of a pump's frames into one JSON answer (for clients that
 /// accept only `application/json`; notifications are dropped, as they cannot be carried).
-pub async fn json_from_frames(mut frames: mpsc::Receiver<Frame>, batch: bool) -> Response {
+/// For a `stateless` (2026-07-28) request, the errors that revision answers with 400 get
+/// that status.
+pub async fn json_from_frames(
+    mut frames: mpsc::Receiver<Frame>,
+    batch: bool,
+    stateless: bool,
+) -> Response {
     let mut responses = Vec::new();
     while let Some(frame) = frames.recv().await {
         if frame.is_response
@@ -96,6 +122,18 @@ pub async fn json_from_frames(mut frames: mpsc::Receiver<Frame>, batch: bool) ->
     if responses.is_empty() {
         // Every request was cancelled: JSON-RPC sends no response to a cancelled request.
         return StatusCode::ACCEPTED.into_response();
+    }
+    if stateless
+        && let [response] = responses.as_slice()
+        && let Some(code) = response["error"]["code"].as_i64()
+        && matches!(
+            code,
+            jsonrpc::HEADER_MISMATCH
+                | jsonrpc::MISSING_REQUIRED_CLIENT_CAPABILITY
+                | jsonrpc::UNSUPPORTED_PROTOCOL_VERSION
+        )
+    {
+        return (StatusCode::BAD_REQUEST, Json(response.clone())).into_response();
     }
     json(responses, batch, None)
 }

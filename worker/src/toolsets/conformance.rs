@@ -39,26 +39,29 @@ pub struct Elicitation {
     pub message: String,
 }
 
-/// A postal address (a nested type, so the schema has `$defs` and `$ref`).
-#[derive(Deserialize, JsonSchema)]
-pub struct Address {
-    /// Street and number.
-    pub street: String,
-    /// City.
-    pub city: String,
-}
-
-/// Arguments of `json_schema_2020_12_tool`: a schema using draft 2020-12 features.
-#[derive(Deserialize, JsonSchema)]
-pub struct SchemaShowcase {
-    /// A name.
-    pub name: String,
-    /// An optional address.
-    #[serde(default)]
-    pub address: Option<Address>,
-    /// Tags, each unique.
-    #[serde(default)]
-    pub tags: Vec<String>,
+/// An input schema using draft 2020-12 keywords a client must keep as they are
+/// (`$defs` with `$anchor`, `$ref`, composition, conditionals): written by hand, since a
+/// Rust type cannot express `if`/`then`/`else`.
+fn schema_2020_12() -> Value {
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "$defs": {"address": {"$anchor": "addressDef", "type": "object", "properties": {
+            "street": {"type": "string"}, "city": {"type": "string"},
+        }}},
+        "properties": {
+            "name": {"type": "string"},
+            "address": {"$ref": "#/$defs/address"},
+            "contactMethod": {"type": "string", "enum": ["phone", "email"]},
+            "phone": {"type": "string"},
+            "email": {"type": "string"},
+        },
+        "allOf": [{"anyOf": [{"required": ["phone"]}, {"required": ["email"]}]}],
+        "if": {"properties": {"contactMethod": {"const": "phone"}}, "required": ["contactMethod"]},
+        "then": {"required": ["phone"]},
+        "else": {"required": ["email"]},
+        "additionalProperties": false,
+    })
 }
 
 /// Arguments of `test_prompt_with_arguments`.
@@ -175,15 +178,15 @@ pub fn tools() -> ToolSet {
             "Elicit with every enum form (SEP-1330)",
             elicitation_enums,
         )
-        .tool(
+        .tool_with_schema(
             "json_schema_2020_12_tool",
-            "A tool whose input schema uses JSON Schema 2020-12 ($defs, $ref)",
-            |_: ToolContext, args: SchemaShowcase| async move {
+            "Tool with JSON Schema 2020-12 features",
+            schema_2020_12(),
+            |_: ToolContext, args: Value| async move {
                 Ok(CallToolResult::text(format!(
-                    "name={}, city={}, tags={}",
-                    args.name,
-                    args.address.map(|a| a.city).unwrap_or_default(),
-                    args.tags.len()
+                    "name={}, contact by {}",
+                    args["name"].as_str().unwrap_or("?"),
+                    args["contactMethod"].as_str().unwrap_or("?"),
                 )))
             },
         )

@@ -2,6 +2,7 @@
 
 pub mod conformance;
 pub mod demo;
+pub mod round_trips;
 
 use crate::tool::ToolSet;
 
@@ -12,7 +13,7 @@ pub const NAMES: &[&str] = &["demo", "conformance"];
 pub fn by_name(name: &str) -> Option<ToolSet> {
     match name {
         "demo" => Some(demo::tools()),
-        "conformance" => Some(conformance::tools()),
+        "conformance" => Some(conformance::tools().merge(round_trips::tools())),
         _ => None,
     }
 }
