@@ -304,7 +304,7 @@ impl Hub {
 /// Reads a session's log after `after` and forwards it in order.
 pub(crate) async fn catch_up_session(
     hub: &Hub,
-    conn: &mut deadpool_redis::Connection,
+    conn: &mut ConnectionManager,
     keys: &Keys,
     session: &SessionId,
     after: u64,
@@ -325,7 +325,7 @@ pub(crate) async fn catch_up_session(
 /// Reads the broadcast log after what was forwarded and forwards it in order.
 pub(crate) async fn catch_up_broadcasts(
     hub: &Hub,
-    conn: &mut deadpool_redis::Connection,
+    conn: &mut ConnectionManager,
     keys: &Keys,
 ) -> Result<(), BusError> {
     let after = hub.broadcast_last();
@@ -345,7 +345,7 @@ pub(crate) async fn catch_up_broadcasts(
 /// and gaps.
 pub(crate) async fn dispatch_pushes(
     hub: Arc<Hub>,
-    pool: deadpool_redis::Pool,
+    commands: ConnectionManager,
     keys: Keys,
     mut pushes: mpsc::Receiver<PushInfo>,
     overflowed: Arc<AtomicBool>,
@@ -371,23 +371,21 @@ pub(crate) async fn dispatch_pushes(
                     "pub/sub connection lost; catching up from the logs once it is back"
                 );
                 let hub = hub.clone();
-                let pool = pool.clone();
+                let conn = commands.clone();
                 let keys = keys.clone();
-                tokio::spawn(async move { catch_up_all_when_back(&hub, &pool, &keys).await });
+                tokio::spawn(async move { catch_up_all_when_back(&hub, conn, &keys).await });
             }
             _ => {}
         }
         if overflowed.swap(false, Ordering::Relaxed) {
             tracing::warn!("pub/sub push queue overflowed; catching up from the logs");
             let hub = hub.clone();
-            let pool = pool.clone();
+            let conn = commands.clone();
             let keys = keys.clone();
-            tokio::spawn(async move { catch_up_all_when_back(&hub, &pool, &keys).await });
+            tokio::spawn(async move { catch_up_all_when_back(&hub, conn, &keys).await });
         }
         for target in catch_up {
-            let Ok(mut conn) = pool.get().await else {
-                continue;
-            };
+            let mut conn = commands.clone();
             let result = match &target {
                 Some(session) => {
                     let after = hub
@@ -413,14 +411,13 @@ pub(crate) async fn dispatch_pushes(
 
 /// Waits until Redis answers, then catches every subscribed session and the broadcast log
 /// up from the logs.
-pub(crate) async fn catch_up_all_when_back(hub: &Hub, pool: &deadpool_redis::Pool, keys: &Keys) {
+pub(crate) async fn catch_up_all_when_back(hub: &Hub, mut conn: ConnectionManager, keys: &Keys) {
     let mut delay = std::time::Duration::from_millis(50);
     loop {
-        if let Ok(mut conn) = pool.get().await
-            && redis::cmd("PING")
-                .query_async::<String>(&mut *conn)
-                .await
-                .is_ok()
+        if redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .is_ok()
         {
             if let Err(e) = catch_up_all(hub, &mut conn, keys).await {
                 tracing::warn!(error = %e, "catch-up failed; the periodic check will retry");
@@ -435,7 +432,7 @@ pub(crate) async fn catch_up_all_when_back(hub: &Hub, pool: &deadpool_redis::Poo
 /// Catches every subscribed session and the broadcast log up from the logs.
 pub(crate) async fn catch_up_all(
     hub: &Hub,
-    conn: &mut deadpool_redis::Connection,
+    conn: &mut ConnectionManager,
     keys: &Keys,
 ) -> Result<(), BusError> {
     catch_up_broadcasts(hub, conn, keys).await?;

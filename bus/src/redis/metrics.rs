@@ -15,7 +15,7 @@ pub static COMMANDS: LazyLock<IntCounter> = LazyLock::new(|| {
         "Redis round trips (commands, pipelines, scripts)",
     )
 });
-/// Round trips that failed (including pool timeouts during an outage).
+/// Round trips that failed (including timeouts during an outage).
 pub static ERRORS: LazyLock<IntCounter> =
     LazyLock::new(|| counter("mcpgw_redis_errors_total", "Redis round trips that failed"));
 /// Pub/sub disconnections (each is followed by a reconnect and a catch-up from the logs).

@@ -70,8 +70,6 @@ pub struct RedisBusConfig {
     pub heartbeat: Duration,
     /// Set for a gateway process: it announces itself under this id (for `stats`).
     pub gateway_id: Option<String>,
-    /// Connections in the command pool.
-    pub pool_size: usize,
 }
 
 impl RedisBusConfig {
@@ -88,7 +86,6 @@ impl RedisBusConfig {
             job_claim_idle: Duration::from_secs(15),
             heartbeat: Duration::from_secs(5),
             gateway_id: None,
-            pool_size: 32,
         }
     }
 
@@ -118,11 +115,6 @@ impl StoredEvent {
 }
 
 pub(crate) fn redis_err(e: redis::RedisError) -> BusError {
-    metrics::ERRORS.inc();
-    BusError::Unavailable(e.to_string())
-}
-
-fn pool_err(e: deadpool_redis::PoolError) -> BusError {
     metrics::ERRORS.inc();
     BusError::Unavailable(e.to_string())
 }
@@ -166,7 +158,10 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct RedisBus {
     config: RedisBusConfig,
     keys: Keys,
-    pool: deadpool_redis::Pool,
+    /// The one connection every ordinary command shares. It is multiplexed: concurrent
+    /// commands are pipelined on it, so a command costs one round trip, not a pool
+    /// checkout (deadpool-redis's recycle sent `UNWATCH` + `PING` first) plus the command.
+    commands: ConnectionManager,
     client: redis::Client,
     hub: Arc<Hub>,
     /// A connection of its own for `XREADGROUP BLOCK` (no response timeout), made on first use.
@@ -187,19 +182,19 @@ impl RedisBus {
     /// tasks: push dispatch, heartbeats, subscription checks. Later outages are survived.
     pub async fn connect(config: RedisBusConfig) -> Result<Arc<Self>, BusError> {
         let client = redis::Client::open(config.url.as_str()).map_err(redis_err)?;
-        let mut pool_config = deadpool_redis::Config::from_url(config.url.clone());
-        pool_config.pool = Some(deadpool_redis::PoolConfig {
-            max_size: config.pool_size.max(2),
-            timeouts: deadpool_redis::Timeouts {
-                wait: Some(Duration::from_secs(2)),
-                create: Some(Duration::from_secs(2)),
-                recycle: Some(Duration::from_secs(2)),
-            },
-            ..Default::default()
-        });
-        let pool = pool_config
-            .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-            .map_err(|e| BusError::Unavailable(e.to_string()))?;
+        // Few reconnect attempts, on purpose: commands issued while the manager reconnects
+        // wait for the attempt, so an outage must fail them within a few seconds (the
+        // request gets a 503, readiness reports Redis down). The next command after a
+        // failed attempt starts a new one, so the connection comes back with Redis.
+        let commands_config = redis::aio::ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_min_delay(Duration::from_millis(50))
+            .set_max_delay(Duration::from_millis(500))
+            .set_connection_timeout(Some(Duration::from_secs(2)))
+            .set_response_timeout(Some(Duration::from_secs(2)));
+        let commands = ConnectionManager::new_with_config(client.clone(), commands_config)
+            .await
+            .map_err(redis_err)?;
 
         let (push_tx, push_rx, overflowed) = hub::push_queue(65_536);
         let pubsub_url = if config.url.contains('?') {
@@ -224,7 +219,7 @@ impl RedisBus {
         let hub = Hub::new(keys.clone(), config.live_queue_len, pubsub.clone());
         let bus = Arc::new(Self {
             keys: keys.clone(),
-            pool: pool.clone(),
+            commands: commands.clone(),
             client,
             hub: hub.clone(),
             blocking: OnceCell::new(),
@@ -236,21 +231,24 @@ impl RedisBus {
             last_autoclaim: Mutex::new(std::time::Instant::now()),
             config,
         });
-        tokio::spawn(hub::dispatch_pushes(hub, pool, keys, push_rx, overflowed));
+        tokio::spawn(hub::dispatch_pushes(
+            hub, commands, keys, push_rx, overflowed,
+        ));
         tokio::spawn(maintain(Arc::downgrade(&bus), pubsub));
         // Fail fast on a wrong URL; everything later survives outages.
-        let mut conn = bus.conn().await?;
+        let mut conn = bus.conn();
         let _: String = redis::cmd("PING")
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
         Ok(bus)
     }
 
-    /// A pooled connection for one round trip (a command, a pipeline or a script).
-    async fn conn(&self) -> Result<deadpool_redis::Connection, BusError> {
+    /// The shared connection, for one round trip (a command, a pipeline or a script).
+    /// Cloning it is cheap; every clone sends on the same multiplexed connection.
+    fn conn(&self) -> ConnectionManager {
         metrics::COMMANDS.inc();
-        self.pool.get().await.map_err(pool_err)
+        self.commands.clone()
     }
 
     fn ttl_ms(&self) -> u64 {
@@ -263,7 +261,7 @@ impl RedisBus {
                 self.hub
                     .subscribe_channel(self.keys.broadcast_channel())
                     .await?;
-                let mut conn = self.conn().await?;
+                let mut conn = self.conn();
                 let head: Option<u64> = conn
                     .get(self.keys.broadcast_seq())
                     .await
@@ -292,7 +290,7 @@ impl RedisBus {
     }
 
     async fn ensure_group(&self) -> Result<(), BusError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let created: redis::RedisResult<()> = conn
             .xgroup_create_mkstream(self.keys.jobs(), Keys::JOB_GROUP, "0")
             .await;
@@ -304,12 +302,12 @@ impl RedisBus {
     }
 
     async fn live_workers(&self) -> Result<BTreeMap<WorkerId, WorkerInfo>, BusError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let since = now_ms().saturating_sub(self.config.liveness().as_millis() as u64);
         let (ids, infos): (Vec<String>, std::collections::HashMap<String, String>) = redis::pipe()
             .zrangebyscore(self.keys.worker_heartbeats(), since, "+inf")
             .hgetall(self.keys.workers())
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
         Ok(ids
@@ -335,7 +333,7 @@ impl RedisBus {
 
     /// Removes workers whose heartbeat stopped.
     async fn prune_dead_workers(&self) -> Result<(), BusError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let before = now_ms().saturating_sub(self.config.liveness().as_millis() as u64);
         let dead: Vec<String> = conn
             .zrangebyscore(self.keys.worker_heartbeats(), "-inf", format!("({before}"))
@@ -347,7 +345,7 @@ impl RedisBus {
         let _: () = redis::pipe()
             .zrem(self.keys.worker_heartbeats(), &dead)
             .hdel(self.keys.workers(), &dead)
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
         tracing::info!(workers = ?dead, "removed workers whose heartbeat stopped");
@@ -356,7 +354,7 @@ impl RedisBus {
 
     /// Claims one job that a dead worker left pending, if any.
     async fn claim_abandoned(&self, worker: &WorkerId) -> Result<Option<Job>, BusError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let reply: StreamAutoClaimReply = conn
             .xautoclaim_options(
                 self.keys.jobs(),
@@ -381,7 +379,7 @@ impl RedisBus {
                 let _: () = redis::pipe()
                     .xack(self.keys.jobs(), Keys::JOB_GROUP, &[&entry.id])
                     .xdel(self.keys.jobs(), &[&entry.id])
-                    .query_async(&mut *conn)
+                    .query_async(&mut conn)
                     .await
                     .map_err(redis_err)?;
                 Ok(None)
@@ -398,12 +396,12 @@ impl RedisBus {
     /// Marks a job as taken by `worker`; false if the client cancelled it while queued (the
     /// job is then finished here, with no response, as for any cancelled request).
     async fn take(&self, worker: &WorkerId, job: &Job) -> Result<bool, BusError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let field = serde_json::to_string(&job.request_id).map_err(corrupt)?;
         let (_, cancelled): ((), i64) = redis::pipe()
             .hset(self.keys.running(&job.session), &field, worker.0.as_str())
             .hdel(self.keys.cancelled(&job.session), &field)
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
         if let Some(id) = &job.delivery_id {
@@ -443,9 +441,7 @@ async fn maintain(bus: std::sync::Weak<RedisBus>, mut pubsub: ConnectionManager)
             tracing::debug!(error = %e, "pub/sub probe failed");
         }
         bus.hub.collect_idle();
-        let Ok(mut conn) = bus.conn().await else {
-            continue;
-        };
+        let mut conn = bus.conn();
         if let Some(id) = &bus.config.gateway_id {
             let _: redis::RedisResult<()> =
                 conn.zadd(bus.keys.gateway_heartbeats(), id, now_ms()).await;
@@ -460,7 +456,7 @@ async fn maintain(bus: std::sync::Weak<RedisBus>, mut pubsub: ConnectionManager)
                 .arg(0)
                 .arg(&running)
                 .arg("JUSTID")
-                .query_async(&mut *conn)
+                .query_async(&mut conn)
                 .await;
             if let Err(e) = refreshed {
                 tracing::debug!(error = %e, "refreshing running jobs failed");
@@ -496,7 +492,7 @@ fn running_owner(bus: &RedisBus) -> String {
 #[async_trait]
 impl Bus for RedisBus {
     async fn create_session(&self, record: SessionRecord) -> Result<(), BusError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let key = self.keys.session(&record.id);
         let rec = serde_json::to_string(&record).map_err(corrupt)?;
         let _: () = redis::pipe()
@@ -517,14 +513,14 @@ impl Bus for RedisBus {
                 record.id.as_str(),
                 now_ms(),
             )
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
         Ok(())
     }
 
     async fn session(&self, id: &SessionId) -> Result<SessionRecord, BusError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let key = self.keys.session(id);
         let ttl = self.ttl_ms() as i64;
         let ((rec, level, cs, cb),): ((Option<String>, Option<String>, Option<u64>, Option<u64>),) =
@@ -538,7 +534,7 @@ impl Bus for RedisBus {
                 .ignore()
                 .zadd(self.keys.session_index(), id.as_str(), now_ms())
                 .ignore()
-                .query_async(&mut *conn)
+                .query_async(&mut conn)
                 .await
                 .map_err(redis_err)?;
         let rec = rec.ok_or(BusError::SessionNotFound)?;
@@ -554,7 +550,7 @@ impl Bus for RedisBus {
     async fn count_sessions(&self, principal: &str) -> Result<u64, BusError> {
         // Members whose session hash is gone (ended or expired) are dropped as we go, so
         // the set stays as small as the principal's live sessions.
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let key = self.keys.principal_sessions(principal);
         let members: Vec<String> = conn.zrange(&key, 0, -1).await.map_err(redis_err)?;
         if members.is_empty() {
@@ -567,7 +563,7 @@ impl Bus for RedisBus {
             };
             pipe.exists(self.keys.session(&id));
         }
-        let alive: Vec<bool> = pipe.query_async(&mut *conn).await.map_err(redis_err)?;
+        let alive: Vec<bool> = pipe.query_async(&mut conn).await.map_err(redis_err)?;
         let dead: Vec<&String> = members
             .iter()
             .zip(&alive)
@@ -581,7 +577,7 @@ impl Bus for RedisBus {
     }
 
     async fn touch_session(&self, id: &SessionId) -> Result<(), BusError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let ttl = self.ttl_ms() as i64;
         let (exists,): (bool,) = redis::pipe()
             .pexpire(self.keys.session(id), ttl)
@@ -589,7 +585,7 @@ impl Bus for RedisBus {
             .ignore()
             .zadd(self.keys.session_index(), id.as_str(), now_ms())
             .ignore()
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
         if exists {
@@ -600,12 +596,12 @@ impl Bus for RedisBus {
     }
 
     async fn set_log_level(&self, id: &SessionId, level: LogLevel) -> Result<(), BusError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let done: i64 = scripts::SET_IF_SESSION
             .key(self.keys.session(id))
             .arg("level")
             .arg(level.as_str())
-            .invoke_async(&mut *conn)
+            .invoke_async(&mut conn)
             .await
             .map_err(redis_err)?;
         if done < 0 {
@@ -620,12 +616,12 @@ impl Bus for RedisBus {
         id: &SessionId,
         cursor: StandaloneCursor,
     ) -> Result<(), BusError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let done: i64 = scripts::ADVANCE_CURSOR
             .key(self.keys.session(id))
             .arg(cursor.session_seq)
             .arg(cursor.broadcast_seq)
-            .invoke_async(&mut *conn)
+            .invoke_async(&mut conn)
             .await
             .map_err(redis_err)?;
         if done < 0 {
@@ -636,7 +632,7 @@ impl Bus for RedisBus {
     }
 
     async fn end_session(&self, id: &SessionId) -> Result<bool, BusError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let control = serde_json::to_string(&Control::SessionEnded {
             session: id.clone(),
         })
@@ -650,7 +646,7 @@ impl Bus for RedisBus {
             .arg(self.keys.session_channel(id))
             .arg(self.keys.control_channel())
             .arg(control)
-            .invoke_async(&mut *conn)
+            .invoke_async(&mut conn)
             .await
             .map_err(redis_err)?;
         let _: redis::RedisResult<()> = conn.zrem(self.keys.session_index(), id.as_str()).await;
@@ -669,7 +665,7 @@ impl Bus for RedisBus {
             emitted_ms: now_ms(),
         })
         .map_err(corrupt)?;
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let seq: i64 = scripts::PUBLISH_EVENT
             .key(self.keys.session(session))
             .key(self.keys.log(session))
@@ -677,7 +673,7 @@ impl Bus for RedisBus {
             .arg(self.keys.session_channel(session))
             .arg(payload)
             .arg(self.ttl_ms())
-            .invoke_async(&mut *conn)
+            .invoke_async(&mut conn)
             .await
             .map_err(redis_err)?;
         u64::try_from(seq).map_err(|_| BusError::SessionNotFound)
@@ -686,7 +682,7 @@ impl Bus for RedisBus {
     async fn subscribe(&self, session: &SessionId) -> Result<SessionSubscription, BusError> {
         let (receiver, _) = self.hub.join(session).await?;
         // Read the head only now that the subscription is in effect.
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let head: Option<u64> = conn
             .hget(self.keys.session(session), "seq")
             .await
@@ -707,13 +703,13 @@ impl Bus for RedisBus {
         after: u64,
         up_to: u64,
     ) -> Result<Replay<Arc<SessionEvent>>, BusError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let key = self.keys.log(session);
         let (exists, first, range): (bool, StreamRangeReply, StreamRangeReply) = redis::pipe()
             .exists(self.keys.session(session))
             .xrange_count(&key, "-", "+", 1)
             .xrange(&key, format!("{}-0", after + 1), format!("{up_to}-9"))
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
         if !exists {
@@ -736,7 +732,7 @@ impl Bus for RedisBus {
         stream: StreamTarget,
         claim: u64,
     ) -> Result<(), BusError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let stream = serde_json::to_string(&stream).map_err(corrupt)?;
         let _: i64 = conn
             .publish(
@@ -749,14 +745,14 @@ impl Bus for RedisBus {
     }
 
     async fn broadcast(&self, message: Value) -> Result<u64, BusError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let seq: u64 = scripts::PUBLISH_BROADCAST
             .key(self.keys.broadcast_seq())
             .key(self.keys.broadcast_log())
             .arg(self.config.broadcast_log_len.max(1))
             .arg(self.keys.broadcast_channel())
             .arg(message.to_string())
-            .invoke_async(&mut *conn)
+            .invoke_async(&mut conn)
             .await
             .map_err(redis_err)?;
         Ok(seq)
@@ -770,7 +766,7 @@ impl Bus for RedisBus {
     }
 
     async fn broadcast_head(&self) -> Result<u64, BusError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let head: Option<u64> = conn
             .get(self.keys.broadcast_seq())
             .await
@@ -783,12 +779,12 @@ impl Bus for RedisBus {
         after: u64,
         up_to: u64,
     ) -> Result<Replay<Arc<BroadcastEvent>>, BusError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let key = self.keys.broadcast_log();
         let (first, range): (StreamRangeReply, StreamRangeReply) = redis::pipe()
             .xrange_count(&key, "-", "+", 1)
             .xrange(&key, format!("{}-0", after + 1), format!("{up_to}-9"))
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
         let first_retained = first.ids.first().and_then(|e| seq_of_entry_id(&e.id));
@@ -804,12 +800,12 @@ impl Bus for RedisBus {
 
     async fn enqueue(&self, job: Job) -> Result<(), BusError> {
         let payload = serde_json::to_string(&job).map_err(corrupt)?;
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let id: Option<String> = scripts::ENQUEUE
             .key(self.keys.jobs())
             .arg(self.config.job_queue_len.max(1))
             .arg(payload)
-            .invoke_async(&mut *conn)
+            .invoke_async(&mut conn)
             .await
             .map_err(redis_err)?;
         id.map(|_| ()).ok_or(BusError::Overloaded)
@@ -856,11 +852,11 @@ impl Bus for RedisBus {
             };
             let Some(job) = Self::job_of(&entry) else {
                 tracing::warn!(id = entry.id, "dropping an unreadable job");
-                let mut conn = self.conn().await?;
+                let mut conn = self.conn();
                 let _: () = redis::pipe()
                     .xack(self.keys.jobs(), Keys::JOB_GROUP, &[&entry.id])
                     .xdel(self.keys.jobs(), &[&entry.id])
-                    .query_async(&mut *conn)
+                    .query_async(&mut conn)
                     .await
                     .map_err(redis_err)?;
                 continue;
@@ -877,7 +873,7 @@ impl Bus for RedisBus {
         };
         lock(&self.running_jobs).remove(id);
         let field = serde_json::to_string(&job.request_id).map_err(corrupt)?;
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let _: () = redis::pipe()
             .xack(self.keys.jobs(), Keys::JOB_GROUP, &[id])
             .ignore()
@@ -885,7 +881,7 @@ impl Bus for RedisBus {
             .ignore()
             .hdel(self.keys.running(&job.session), field)
             .ignore()
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
         Ok(())
@@ -893,7 +889,7 @@ impl Bus for RedisBus {
 
     async fn send_control(&self, message: Control) -> Result<(), BusError> {
         let payload = serde_json::to_string(&message).map_err(corrupt)?;
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         match &message {
             Control::Cancel {
                 session,
@@ -914,7 +910,7 @@ impl Bus for RedisBus {
                             .hset(self.keys.cancelled(session), &field, 1)
                             .pexpire(self.keys.cancelled(session), self.ttl_ms() as i64)
                             .hget(self.keys.running(session), &field)
-                            .query_async(&mut *conn)
+                            .query_async(&mut conn)
                             .await
                             .map_err(redis_err)?;
                         running
@@ -977,7 +973,7 @@ impl Bus for RedisBus {
     async fn register_worker(&self, info: WorkerInfo) -> Result<(), BusError> {
         let before = self.live_catalog().await?;
         self.prune_dead_workers().await?;
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let _: () = redis::pipe()
             .hset(
                 self.keys.workers(),
@@ -987,7 +983,7 @@ impl Bus for RedisBus {
             .ignore()
             .zadd(self.keys.worker_heartbeats(), info.id.0.as_str(), now_ms())
             .ignore()
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
         // Pruning dead workers or adding this one may change the union either way.
@@ -997,13 +993,13 @@ impl Bus for RedisBus {
 
     async fn deregister_worker(&self, id: &WorkerId) -> Result<(), BusError> {
         let before = self.live_catalog().await?;
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let _: () = redis::pipe()
             .hdel(self.keys.workers(), id.0.as_str())
             .ignore()
             .zrem(self.keys.worker_heartbeats(), id.0.as_str())
             .ignore()
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
         let after = self.live_catalog().await?;
@@ -1015,7 +1011,7 @@ impl Bus for RedisBus {
     }
 
     async fn subscribe_resource(&self, session: &SessionId, uri: &str) -> Result<(), BusError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let ttl = self.ttl_ms() as i64;
         let (exists, (), (), ()): (bool, (), (), ()) = redis::pipe()
             .exists(self.keys.session(session))
@@ -1025,7 +1021,7 @@ impl Bus for RedisBus {
             .ignore()
             .sadd(self.keys.resource_subscribers(uri), session.as_str())
             .ignore()
-            .query_async::<(bool,)>(&mut *conn)
+            .query_async::<(bool,)>(&mut conn)
             .await
             .map(|(e,)| (e, (), (), ()))
             .map_err(redis_err)?;
@@ -1033,7 +1029,7 @@ impl Bus for RedisBus {
             let _: redis::RedisResult<()> = redis::pipe()
                 .srem(self.keys.resource_subscribers(uri), session.as_str())
                 .del(self.keys.session_resources(session))
-                .query_async(&mut *conn)
+                .query_async(&mut conn)
                 .await;
             return Err(BusError::SessionNotFound);
         }
@@ -1041,14 +1037,14 @@ impl Bus for RedisBus {
     }
 
     async fn unsubscribe_resource(&self, session: &SessionId, uri: &str) -> Result<(), BusError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let (exists,): (bool,) = redis::pipe()
             .exists(self.keys.session(session))
             .srem(self.keys.session_resources(session), uri)
             .ignore()
             .srem(self.keys.resource_subscribers(uri), session.as_str())
             .ignore()
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
         if exists {
@@ -1060,7 +1056,7 @@ impl Bus for RedisBus {
 
     async fn resource_updated(&self, uri: &str) -> Result<u64, BusError> {
         let subscribers: Vec<String> = {
-            let mut conn = self.conn().await?;
+            let mut conn = self.conn();
             conn.smembers(self.keys.resource_subscribers(uri))
                 .await
                 .map_err(redis_err)?
@@ -1087,7 +1083,7 @@ impl Bus for RedisBus {
             }
         }
         if !gone.is_empty() {
-            let mut conn = self.conn().await?;
+            let mut conn = self.conn();
             let _: i64 = conn
                 .srem(self.keys.resource_subscribers(uri), &gone)
                 .await
@@ -1098,14 +1094,14 @@ impl Bus for RedisBus {
 
     async fn stats(&self) -> Result<ClusterStats, BusError> {
         let workers = self.live_workers().await?.len() as u64;
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let live_since = now_ms().saturating_sub(self.config.liveness().as_millis() as u64);
         let session_since = now_ms().saturating_sub(self.ttl_ms());
         let (gateways, sessions, jobs): (u64, u64, u64) = redis::pipe()
             .zcount(self.keys.gateway_heartbeats(), live_since, "+inf")
             .zcount(self.keys.session_index(), session_since, "+inf")
             .xlen(self.keys.jobs())
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
         Ok(ClusterStats {
@@ -1122,7 +1118,7 @@ impl Bus for RedisBus {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         // SET NX then GET: whichever node comes first decides, every node reads the same.
         let (secret,): (String,) = redis::pipe()
             .cmd("SET")
@@ -1131,16 +1127,16 @@ impl Bus for RedisBus {
             .arg("NX")
             .ignore()
             .get(&key)
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
         Ok(secret.into_bytes())
     }
 
     async fn health(&self) -> Result<(), BusError> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn();
         let _: String = redis::cmd("PING")
-            .query_async(&mut *conn)
+            .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
         Ok(())
