@@ -11,14 +11,17 @@
 //! - [`nginx`]: the deployment's load balancer config, run for real in front of gateways.
 //! - [`client`]: a raw Streamable HTTP client ([`RawClient`]) that shows every status,
 //!   header and SSE event, for tests that check the transport itself.
+//! - [`stateless`]: a raw client of protocol 2026-07-28 ([`StatelessClient`]).
 
 pub mod client;
 pub mod deployment;
 pub mod nginx;
 pub mod process;
 pub mod redis;
+pub mod stateless;
 
 pub use client::{RawClient, SseEvent, SseReader};
 pub use deployment::{Deployment, Kind};
 pub use process::{Gateway, WorkerProcess, binary};
 pub use redis::RedisServer;
+pub use stateless::StatelessClient;

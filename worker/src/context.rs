@@ -211,6 +211,64 @@ impl ToolContext {
         })
     }
 
+    /// The most recent broadcasts (up to `limit`, oldest first), as the bus retains them.
+    pub async fn recent_broadcasts(
+        &self,
+        limit: u64,
+    ) -> Result<Vec<Arc<mcp_bus::BroadcastEvent>>, ToolError> {
+        let bus = &self.call.shared.bus;
+        let head = bus.broadcast_head().await?;
+        Ok(bus
+            .replay_broadcasts(head.saturating_sub(limit), head)
+            .await?
+            .events)
+    }
+
+    /// Opens a new log on the bus for work that outlives this call and has no session
+    /// stream to report on (2026-07-28): anyone may read it by id, on any worker, until it
+    /// has been idle for the bus's session idle time.
+    pub async fn open_log(&self) -> Result<WorkLog, ToolError> {
+        let record = mcp_bus::SessionRecord {
+            id: SessionId::generate(),
+            protocol_version: self.call.version.as_str().to_owned(),
+            client_capabilities: json!({}),
+            client_info: json!({}),
+            log_level: None,
+            principal: self.call.job.principal.clone(),
+            created_ms: mcp_bus::now_ms(),
+            standalone_cursor: mcp_bus::StandaloneCursor::default(),
+            ephemeral: true,
+        };
+        let id = record.id.clone();
+        self.call.shared.bus.create_session(record).await?;
+        Ok(WorkLog {
+            shared: self.call.shared.clone(),
+            id,
+        })
+    }
+
+    /// The entries of a log made by [`ToolContext::open_log`], or `None` if there is no
+    /// such log (any more).
+    pub async fn read_log(&self, id: &str) -> Result<Option<Vec<Value>>, ToolError> {
+        let Some(id) = SessionId::parse(id) else {
+            return Ok(None);
+        };
+        match self.call.shared.bus.replay(&id, 0, u64::MAX).await {
+            Ok(replay) => Ok(Some(
+                replay
+                    .events
+                    .iter()
+                    .filter_map(|e| match &e.body {
+                        EventBody::Message(m) => Some(m.clone()),
+                        _ => None,
+                    })
+                    .collect(),
+            )),
+            Err(mcp_bus::BusError::SessionNotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Sends a notification to every live session's standalone stream, on every gateway.
     pub async fn broadcast(&self, notification: Value) -> Result<(), ToolError> {
         self.call.shared.bus.broadcast(notification).await?;
@@ -330,6 +388,39 @@ impl ToolContext {
             )
             .await?;
         Ok(())
+    }
+}
+
+/// A log on the bus that a tool's background work appends to and anyone can read by id
+/// ([`ToolContext::read_log`]), on any worker.
+#[derive(Clone)]
+pub struct WorkLog {
+    shared: Arc<Shared>,
+    id: SessionId,
+}
+
+impl WorkLog {
+    /// The log's id.
+    pub fn id(&self) -> &str {
+        self.id.as_str()
+    }
+
+    /// Appends an entry.
+    pub async fn append(&self, entry: Value) -> Result<(), ToolError> {
+        self.shared
+            .bus
+            .publish(
+                &self.id,
+                StreamTarget::Standalone,
+                EventBody::Message(entry),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Tells every subscriber of `uri` that it changed.
+    pub async fn resource_updated(&self, uri: &str) -> Result<u64, ToolError> {
+        Ok(self.shared.bus.resource_updated(uri).await?)
     }
 }
 

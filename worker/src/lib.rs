@@ -45,7 +45,7 @@ pub mod tool;
 pub mod toolsets;
 
 pub use catalog::{CompletionRequest, ResourceContents, user_text};
-pub use context::{SessionHandle, ToolContext};
+pub use context::{SessionHandle, ToolContext, WorkLog};
 pub use input::InputRequest;
 pub use mcp_protocol::{CallToolResult, LogLevel, Resource, ResourceTemplate};
 pub use runtime::{Worker, WorkerConfig};
