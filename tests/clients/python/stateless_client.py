@@ -41,13 +41,14 @@ WATCHED = "test://watched-resource"
 STEP_TIMEOUT = 20
 
 
-def http_recorder(url: str, http: list[dict[str, Any]]) -> httpx2.AsyncClient:
+def http_recorder(url: str, client: str, http: list[dict[str, Any]]) -> httpx2.AsyncClient:
     """An HTTP client that notes every request's method, MCP headers and answer."""
 
     async def on_response(response: httpx2.Response) -> None:
         request = response.request
         http.append(
             {
+                "client": client,
                 "url": url,
                 "method": request.method,
                 "headers": {h: request.headers.get(h) for h in WATCHED_HEADERS if h in request.headers},
@@ -116,10 +117,14 @@ async def main(urls: list[str]) -> dict[str, Any]:
 
     clients = []
     async with contextlib.AsyncExitStack() as stack:
-        for url in urls:
+
+        async def connect(url: str, label: str) -> Client:
             # A client the transport is given is not closed by it: the stack closes it.
-            http_client = await stack.enter_async_context(http_recorder(url, http))
-            clients.append(await stack.enter_async_context(client_for(url, http_client)))
+            http_client = await stack.enter_async_context(http_recorder(url, label, http))
+            return await stack.enter_async_context(client_for(url, http_client))
+
+        for i, url in enumerate(urls):
+            clients.append(await connect(url, str(i)))
         for url, client in zip(urls, clients):
             report["clients"].append(
                 {
@@ -197,6 +202,17 @@ async def main(urls: list[str]) -> dict[str, Any]:
             result = await b.call_tool("test_custom_header_tool", {"greeting": "Grüße"})
             return {"text": text_of(result), "is_error": result.is_error}
 
+        async def header_mismatch_recovery() -> Any:
+            # A client that never listed tools cannot know test_custom_header_tool mirrors
+            # its argument: the gateway refuses the call (-32020), and the SDK's recovery
+            # is to list the tools and send the call again, with the header.
+            async with (
+                http_recorder(urls[-1], "fresh", http) as http_client,
+                client_for(urls[-1], http_client) as fresh,
+            ):
+                result = await fresh.call_tool("test_custom_header_tool", {"greeting": "hi"})
+            return {"text": text_of(result), "is_error": result.is_error}
+
         async def logging() -> Any:
             before = len(logs)
             result = await a.call_tool(
@@ -224,6 +240,7 @@ async def main(urls: list[str]) -> dict[str, Any]:
         await step("get_prompt", get_prompt)
         await step("prompt_with_input", prompt_with_input)
         await step("mirrored_header", mirrored_header)
+        await step("header_mismatch_recovery", header_mismatch_recovery)
         await step("logging", logging)
         await step("listen", listen)
     return report
