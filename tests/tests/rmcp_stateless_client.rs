@@ -7,12 +7,13 @@ use e2e_tests::{Gateway, RawClient, RedisServer, WorkerProcess};
 use rmcp::RoleClient;
 use rmcp::model::{
     CallToolRequestParams, CallToolResponse, CallToolResult, ClientCapabilities, ClientConfig,
-    ElicitRequestParams, ElicitResult, ElicitationAction, ElicitationCapability,
+    ElicitRequestParams, ElicitResult, ElicitationAction, ElicitationCapability, ErrorCode,
     GetPromptRequestParams, Implementation, InputResponses, ProgressNotificationParam,
     ProtocolVersion, ReadResourceRequestParams, ServerNotification, SubscriptionFilter,
 };
 use rmcp::service::{
     ClientLifecycleMode, ClientServiceExt, NotificationContext, RequestContext, RunningService,
+    ServiceError,
 };
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{ClientHandler, ErrorData};
@@ -239,6 +240,20 @@ async fn exercise(a_url: &str, b_url: &str) {
         .await
         .unwrap();
     assert_eq!(text_of(&result), "greeting: Grüße");
+    // A client that never listed the tool cannot know to mirror the argument: the
+    // gateway's refusal (HTTP 400, -32020) reaches rmcp as that JSON-RPC error.
+    let (fresh, _) = connect(b_url, "Fresh").await;
+    let refused = fresh
+        .call_tool(
+            CallToolRequestParams::new("test_custom_header_tool")
+                .with_arguments(args(json!({"greeting": "hi"}))),
+        )
+        .await;
+    match refused {
+        Err(ServiceError::McpError(e)) => assert_eq!(e.code, ErrorCode::HEADER_MISMATCH),
+        other => panic!("expected -32020 for the unmirrored argument, got {other:?}"),
+    }
+    fresh.cancel().await.unwrap();
 
     // subscriptions/listen on the second gateway hears a change made through the first.
     let mut subscription = b
@@ -302,11 +317,12 @@ async fn request_counts(gateway: &Gateway) -> BTreeMap<(String, String), f64> {
 }
 
 /// What the gateways counted while rmcp ran: discovery on each, no `initialize` (rmcp
-/// never fell back to a session) and no refused request.
+/// never fell back to a session), and one refused request in all: the unmirrored call.
 async fn assert_stateless_traffic(
     gateways: &[&Gateway],
     before: &[BTreeMap<(String, String), f64>],
 ) {
+    let mut failed = BTreeMap::new();
     for (gateway, before) in gateways.iter().zip(before) {
         let after = request_counts(gateway).await;
         let grew = |method: &str, outcome: &str| {
@@ -320,12 +336,16 @@ async fn assert_stateless_traffic(
         assert!(grew("tools/call", "ok") >= 1.0, "no tools/call: {after:?}");
         assert_eq!(grew("initialize", "ok"), 0.0, "a session began: {after:?}");
         for (method, outcome) in after.keys() {
-            assert!(
-                outcome != "error" || grew(method, outcome) == 0.0,
-                "a {method} request failed: {after:?}"
-            );
+            if outcome == "error" && grew(method, outcome) > 0.0 {
+                *failed.entry(method.clone()).or_insert(0.0) += grew(method, outcome);
+            }
         }
     }
+    assert_eq!(
+        failed,
+        BTreeMap::from([("tools/call".to_owned(), 1.0)]),
+        "refused requests by method"
+    );
 }
 
 /// Waits until `server_status` counts `workers` workers.
