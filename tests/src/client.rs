@@ -62,6 +62,17 @@ impl SseReader {
         }
     }
 
+    /// The next event, telling apart a stream the server ended, a broken connection and a
+    /// quiet spell (the reader stays usable after [`Read::Quiet`]).
+    pub async fn read(&mut self, wait: Duration) -> Read {
+        match tokio::time::timeout(wait, self.events.next()).await {
+            Ok(Some(Ok(event))) => Read::Event(event),
+            Ok(Some(Err(e))) => Read::Broken(e.to_string()),
+            Ok(None) => Read::End,
+            Err(_) => Read::Quiet,
+        }
+    }
+
     /// The next event that carries a JSON message (skips priming and retry events).
     pub async fn next_message(
         &mut self,
@@ -104,6 +115,19 @@ impl SseReader {
     }
 }
 
+/// What [`SseReader::read`] saw.
+#[derive(Debug)]
+pub enum Read {
+    /// An event.
+    Event(SseEvent),
+    /// The server ended the stream.
+    End,
+    /// The connection broke (as when the gateway serving it dies).
+    Broken(String),
+    /// No event within the wait.
+    Quiet,
+}
+
 /// A raw MCP client bound to one endpoint (or a rotation of gateways) and, after
 /// [`RawClient::initialize`], one session.
 #[derive(Clone)]
@@ -143,6 +167,14 @@ impl RawClient {
     pub fn rotating(urls: &[String]) -> Self {
         let mut client = Self::new(&urls[0]);
         client.rotation = urls.to_vec();
+        client
+    }
+
+    /// The same client (session, version, token) bound to the one endpoint `url`.
+    pub fn at(&self, url: &str) -> Self {
+        let mut client = self.clone();
+        client.url = url.to_owned();
+        client.rotation.clear();
         client
     }
 

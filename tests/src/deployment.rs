@@ -67,27 +67,49 @@ impl Deployment {
         Ok(client)
     }
 
-    /// Waits until `server_status` reports `workers` workers.
+    /// Waits until `server_status` reports `workers` workers (see [`wait_for_workers`]),
+    /// asking through a probe session of its own.
     pub async fn wait_for_workers(&self, workers: u64) -> anyhow::Result<Value> {
         let mut probe = RawClient::new(&self.gateways[0].url());
         probe.initialize("2025-11-25").await?;
-        let start = Instant::now();
-        loop {
-            let v = probe
-                .request(1, "tools/call", json!({"name": "server_status"}))
-                .await?;
-            if let Some(text) = v["result"]["content"][0]["text"].as_str()
-                && let Ok(status) = serde_json::from_str::<Value>(text)
-                && status["workers"].as_u64() == Some(workers)
-            {
-                probe.delete().await?;
-                return Ok(status);
+        let status = wait_for_workers(&probe, workers).await?;
+        probe.delete().await?;
+        Ok(status)
+    }
+}
+
+/// How long [`wait_for_workers`] waits.
+pub const WORKERS_WAIT: Duration = Duration::from_secs(30);
+
+/// Polls `server_status` through `client` until the cluster reports exactly `workers` live
+/// workers; returns that status. Failed polls (a gateway still reconnecting to Redis answers
+/// 503) are retried until [`WORKERS_WAIT`] has passed.
+pub async fn wait_for_workers(client: &RawClient, workers: u64) -> anyhow::Result<Value> {
+    let start = Instant::now();
+    let mut last: String;
+    loop {
+        match client
+            .request(900, "tools/call", json!({"name": "server_status"}))
+            .await
+        {
+            Ok(v) => {
+                if let Some(text) = v["result"]["content"][0]["text"].as_str()
+                    && let Ok(status) = serde_json::from_str::<Value>(text)
+                {
+                    if status["workers"].as_u64() == Some(workers) {
+                        return Ok(status);
+                    }
+                    last = status.to_string();
+                } else {
+                    last = v.to_string();
+                }
             }
-            anyhow::ensure!(
-                start.elapsed() < Duration::from_secs(30),
-                "workers never registered"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            Err(e) => last = e.to_string(),
         }
+        anyhow::ensure!(
+            start.elapsed() < WORKERS_WAIT,
+            "the cluster never showed {workers} workers; last answer: {last}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -20,8 +20,8 @@ pub mod process;
 pub mod redis;
 pub mod stateless;
 
-pub use client::{RawClient, SseEvent, SseReader};
-pub use deployment::{Deployment, Kind};
-pub use process::{Gateway, WorkerProcess, binary};
+pub use client::{RawClient, Read, SseEvent, SseReader};
+pub use deployment::{Deployment, Kind, wait_for_workers};
+pub use process::{Gateway, Memory, WorkerProcess, binary, memory};
 pub use redis::RedisServer;
 pub use stateless::StatelessClient;

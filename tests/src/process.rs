@@ -206,6 +206,11 @@ impl WorkerProcess {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process still runs.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -230,4 +235,31 @@ impl Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Memory use of a process, from `/proc/<pid>/status`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// `VmRSS`: resident now, in KiB.
+    pub rss_kib: u64,
+    /// `VmHWM`: the most it was ever resident ("high water mark"), in KiB.
+    pub hwm_kib: u64,
+}
+
+/// Reads the memory use of process `pid`; `None` when it is gone (or not Linux).
+pub fn memory(pid: u32) -> Option<Memory> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib = |field: &str| -> Option<u64> {
+        let line = status.lines().find(|l| l.starts_with(field))?;
+        line[field.len()..]
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(Memory {
+        rss_kib: kib("VmRSS:")?,
+        hwm_kib: kib("VmHWM:")?,
+    })
 }

@@ -103,6 +103,27 @@ impl RedisServer {
             .ok_or_else(|| std::io::Error::other("empty CONFIG GET reply"))
     }
 
+    /// Runs one command on this server and returns its reply, so a test can read what the
+    /// system stored (the system of record) without a Redis client library.
+    pub fn command(&self, args: &[&str]) -> anyhow::Result<Reply> {
+        use std::io::Write;
+        let mut socket = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        socket.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut request = format!("*{}\r\n", args.len()).into_bytes();
+        for arg in args {
+            request.extend_from_slice(format!("${}\r\n", arg.len()).as_bytes());
+            request.extend_from_slice(arg.as_bytes());
+            request.extend_from_slice(b"\r\n");
+        }
+        socket.write_all(&request)?;
+        let mut reader = std::io::BufReader::new(socket);
+        let reply = Reply::read(&mut reader)?;
+        if let Reply::Error(e) = &reply {
+            bail!("redis {args:?}: {e}");
+        }
+        Ok(reply)
+    }
+
     /// Kills the server (SIGKILL): an outage.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -122,6 +143,93 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A RESP2 reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// `+OK`.
+    Status(String),
+    /// `-ERR ...`.
+    Error(String),
+    /// `:42`.
+    Int(i64),
+    /// `$n` bulk string (`None`: the null bulk string).
+    Bulk(Option<Vec<u8>>),
+    /// `*n` array (`None`: the null array).
+    Array(Option<Vec<Reply>>),
+}
+
+impl Reply {
+    fn read(r: &mut impl std::io::BufRead) -> anyhow::Result<Self> {
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let line = line
+            .strip_suffix("\r\n")
+            .with_context(|| format!("a RESP line: {line:?}"))?;
+        let (kind, rest) = line.split_at(1.min(line.len()));
+        Ok(match kind {
+            "+" => Self::Status(rest.to_owned()),
+            "-" => Self::Error(rest.to_owned()),
+            ":" => Self::Int(rest.parse()?),
+            "$" => {
+                let len: i64 = rest.parse()?;
+                if len < 0 {
+                    Self::Bulk(None)
+                } else {
+                    let mut data = vec![0; len as usize + 2];
+                    r.read_exact(&mut data)?;
+                    data.truncate(len as usize);
+                    Self::Bulk(Some(data))
+                }
+            }
+            "*" => {
+                let len: i64 = rest.parse()?;
+                if len < 0 {
+                    Self::Array(None)
+                } else {
+                    let items = (0..len).map(|_| Self::read(r)).collect::<Result<_, _>>()?;
+                    Self::Array(Some(items))
+                }
+            }
+            _ => bail!("not a RESP reply: {line:?}"),
+        })
+    }
+
+    /// The text of a bulk or status reply.
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Self::Status(s) => Some(s.clone()),
+            Self::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        }
+    }
+
+    /// The items of an array reply (empty for anything else).
+    pub fn items(&self) -> &[Reply] {
+        match self {
+            Self::Array(Some(items)) => items,
+            _ => &[],
+        }
+    }
+
+    /// An `XRANGE` reply as `(entry id, [(field, value)])`.
+    pub fn stream_entries(&self) -> Vec<(String, Vec<(String, String)>)> {
+        self.items()
+            .iter()
+            .filter_map(|entry| {
+                let [id, fields] = entry.items() else {
+                    return None;
+                };
+                let fields = fields
+                    .items()
+                    .chunks(2)
+                    .filter_map(|kv| Some((kv.first()?.text()?, kv.get(1)?.text()?)))
+                    .collect();
+                Some((id.text()?, fields))
+            })
+            .collect()
     }
 }
 

@@ -10,10 +10,12 @@
 
 use e2e_tests::client::messages;
 use e2e_tests::nginx::Nginx;
-use e2e_tests::{Gateway, RawClient, RedisServer, SseEvent, SseReader, WorkerProcess};
+use e2e_tests::{
+    Gateway, RawClient, RedisServer, SseEvent, SseReader, WorkerProcess, wait_for_workers,
+};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Steps of the calls that outlive a gateway: long enough (3 s) that neither has finished
@@ -23,28 +25,6 @@ const LONG_STEPS: u32 = 30;
 /// `host:port` of a gateway.
 fn addr(gw: &Gateway) -> String {
     gw.base.trim_start_matches("http://").to_owned()
-}
-
-/// Waits (bounded) until the cluster reports `workers` live workers.
-async fn wait_for_workers(client: &RawClient, workers: u64) -> Value {
-    let start = Instant::now();
-    loop {
-        let v = client
-            .request(900, "tools/call", json!({"name": "server_status"}))
-            .await;
-        if let Ok(v) = v
-            && let Some(text) = v["result"]["content"][0]["text"].as_str()
-            && let Ok(status) = serde_json::from_str::<Value>(text)
-            && status["workers"].as_u64() == Some(workers)
-        {
-            return status;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "the cluster never showed {workers} workers"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 fn progress_of(msgs: &[Value]) -> Vec<f64> {
@@ -103,7 +83,7 @@ async fn a_session_through_nginx_round_robin_survives_a_killed_gateway() {
     let init = client.initialize("2025-11-25").await.unwrap();
     assert_eq!(init["protocolVersion"], "2025-11-25");
     let session = client.session.clone().expect("a session id through nginx");
-    wait_for_workers(&client, 2).await;
+    wait_for_workers(&client, 2).await.unwrap();
 
     // tools/list: the workers' registry, whichever gateway answers.
     let v = client.request(1, "tools/list", json!({})).await.unwrap();

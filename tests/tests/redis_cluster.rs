@@ -3,7 +3,7 @@
 //! worker, a killed gateway, a restarted Redis.
 
 use e2e_tests::client::messages;
-use e2e_tests::{Gateway, RawClient, RedisServer, WorkerProcess};
+use e2e_tests::{Gateway, RawClient, RedisServer, WorkerProcess, wait_for_workers};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -17,28 +17,6 @@ fn gateway(redis: &RedisServer, extra: &[&str]) -> Gateway {
 
 fn worker(redis: &RedisServer, extra: &[&str]) -> WorkerProcess {
     WorkerProcess::start(&redis.url(), extra).expect("worker")
-}
-
-/// Waits until the cluster reports `workers` live workers through `client`.
-async fn wait_for_workers(client: &RawClient, workers: u64) -> Value {
-    let start = Instant::now();
-    loop {
-        let v = client
-            .request(900, "tools/call", json!({"name": "server_status"}))
-            .await;
-        if let Ok(v) = v
-            && let Some(text) = v["result"]["content"][0]["text"].as_str()
-            && let Ok(status) = serde_json::from_str::<Value>(text)
-            && status["workers"].as_u64() == Some(workers)
-        {
-            return status;
-        }
-        assert!(
-            start.elapsed() < WAIT,
-            "the cluster never showed {workers} workers"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// A client of the same session talking to another gateway.
@@ -65,7 +43,7 @@ async fn one_session_spread_over_gateways_and_workers() {
     let mut a0 = RawClient::new(&g0.url());
     a0.initialize("2025-11-25").await.unwrap();
     let a1 = via(&a0, &g1);
-    let status = wait_for_workers(&a1, 2).await;
+    let status = wait_for_workers(&a1, 2).await.unwrap();
     assert_eq!(status["gateways"], 2);
 
     // tools/list on the other gateway is the registry's union.
@@ -147,7 +125,7 @@ async fn streams_resume_on_another_gateway_and_cancellation_crosses_them() {
     let mut a0 = RawClient::new(&g0.url());
     a0.initialize("2025-11-25").await.unwrap();
     let a1 = via(&a0, &g1);
-    wait_for_workers(&a0, 2).await;
+    wait_for_workers(&a0, 2).await.unwrap();
 
     // A POST stream on g0 dropped mid-call resumes on g1.
     let mut stream = a0
@@ -215,7 +193,7 @@ async fn a_reply_to_a_server_request_reaches_the_waiting_worker_from_any_gateway
         .await
         .unwrap();
     let a1 = via(&a0, &g1);
-    wait_for_workers(&a0, 2).await;
+    wait_for_workers(&a0, 2).await.unwrap();
 
     let mut stream = a0
         .call_tool_stream(1, "test_sampling", json!({"prompt": "say hi"}), None)
@@ -249,7 +227,7 @@ async fn a_killed_gateway_is_survived_by_resuming_elsewhere() {
     let mut a0 = RawClient::new(&g0.url());
     a0.initialize("2025-11-25").await.unwrap();
     let a1 = via(&a0, &g1);
-    wait_for_workers(&a0, 1).await;
+    wait_for_workers(&a0, 1).await.unwrap();
 
     let mut stream = a0
         .call_tool_stream(
@@ -306,7 +284,7 @@ async fn a_killed_worker_is_survived_by_retry_or_a_clear_error() {
         .initialize_with("2025-11-25", json!({"sampling": {}}))
         .await
         .unwrap();
-    wait_for_workers(&client, 1).await;
+    wait_for_workers(&client, 1).await.unwrap();
 
     // A retryable tool: w0 dies mid-call, w1 runs it again, the client sees progress only
     // increase and gets the result.
@@ -371,7 +349,7 @@ async fn a_redis_restart_is_survived() {
     let _w = worker(&redis, &[]);
     let mut client = RawClient::new(&g.url());
     client.initialize("2025-11-25").await.unwrap();
-    wait_for_workers(&client, 1).await;
+    wait_for_workers(&client, 1).await.unwrap();
     let mut standalone = client.open_stream(None).await.unwrap();
     client
         .call_tool(1, "broadcast", json!({"message": "before"}), None)
@@ -409,7 +387,7 @@ async fn a_redis_restart_is_survived() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    wait_for_workers(&client, 1).await;
+    wait_for_workers(&client, 1).await.unwrap();
     client
         .call_tool(4, "broadcast", json!({"message": "after"}), None)
         .await
@@ -437,7 +415,7 @@ async fn resource_updates_reach_subscribers_on_other_gateways() {
     let _w = worker(&redis, &["--toolset", "demo,conformance"]);
     let mut watcher = RawClient::new(&g1.url());
     watcher.initialize("2025-11-25").await.unwrap();
-    wait_for_workers(&watcher, 1).await;
+    wait_for_workers(&watcher, 1).await.unwrap();
     let mut stream = watcher.open_stream(None).await.unwrap();
     let v = watcher
         .request(
@@ -516,7 +494,7 @@ async fn a_server_closed_stream_is_polled_on_another_gateway() {
     let mut a0 = RawClient::new(&g0.url());
     a0.initialize("2025-11-25").await.unwrap();
     let a1 = via(&a0, &g1);
-    wait_for_workers(&a0, 1).await;
+    wait_for_workers(&a0, 1).await.unwrap();
     // The tool closes the connection (SSE polling, 2025-11-25) and answers later.
     let events = a0
         .call_tool(1, "test_reconnection", json!({}), None)
