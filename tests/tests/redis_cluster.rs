@@ -342,6 +342,63 @@ async fn a_killed_worker_is_survived_by_retry_or_a_clear_error() {
     );
 }
 
+/// Found by the chaos test: a call whose worker died starts its progress over on another
+/// worker, and a client that resumed the call's stream on another gateway got that
+/// progress again (1, 2, 3, then 1, 2, 3, 4, ...): the resuming gateway did not know what
+/// the client already had.
+#[tokio::test]
+async fn a_resumed_stream_of_a_retried_call_repeats_no_progress() {
+    let redis = RedisServer::start().unwrap();
+    let g0 = gateway(&redis, &[]);
+    let g1 = gateway(&redis, &[]);
+    let fast = ["--job-claim-idle-ms", "1500", "--heartbeat-ms", "300"];
+    let mut w0 = worker(&redis, &fast);
+    let mut a0 = RawClient::new(&g0.url());
+    a0.initialize("2025-11-25").await.unwrap();
+    let a1 = via(&a0, &g1);
+    wait_for_workers(&a0, 1).await.unwrap();
+
+    let mut stream = a0
+        .call_tool_stream(
+            1,
+            "long_running_operation",
+            json!({"steps": 10, "step_ms": 200}),
+            Some("again"),
+        )
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut last_id = String::new();
+    while seen.len() < 3 {
+        let (e, m) = stream.next_message(WAIT).await.unwrap().unwrap();
+        seen.push(m["params"]["progress"].as_f64().unwrap());
+        last_id = e.id;
+    }
+    // The worker dies; another runs the call again from step 1. Meanwhile the client's
+    // connection drops and it resumes on the other gateway, which has sent it nothing.
+    w0.kill();
+    let _w1 = worker(&redis, &fast);
+    drop(stream);
+    let rest = messages(
+        &a1.open_stream(Some(&last_id))
+            .await
+            .unwrap()
+            .collect(WAIT)
+            .await
+            .unwrap(),
+    );
+    seen.extend(progress_of(&rest));
+    assert_eq!(
+        seen,
+        (1..=10).map(f64::from).collect::<Vec<_>>(),
+        "each progress value once, only increasing"
+    );
+    assert_eq!(
+        rest.last().unwrap()["result"]["content"][0]["text"],
+        "operation completed: 10 steps"
+    );
+}
+
 #[tokio::test]
 async fn a_redis_restart_is_survived() {
     let mut redis = RedisServer::start().unwrap();

@@ -6,7 +6,7 @@ use crate::http::limits::{self, Load};
 use crate::http::negotiate::Accepts;
 use crate::state::AppState;
 use crate::transport::event_id::EventId;
-use crate::transport::pump::{OpenRequest, RequestPump, StandalonePump};
+use crate::transport::pump::{OpenRequest, RequestPump, StandalonePump, progress_sent};
 use crate::transport::respond;
 use crate::transport::session::{LAST_EVENT_ID, SessionContext, require_session};
 use axum::Extension;
@@ -158,18 +158,22 @@ async fn resume_request(
     if trimmed {
         return Err(HttpError::CursorTrimmed);
     }
-    let prelude = log
+    let (seen, unseen): (Vec<_>, Vec<_>) = log
         .events
         .iter()
         .filter(ours)
-        .filter(|e| e.seq > seq)
         .cloned()
-        .collect();
+        .partition(|e| e.seq <= seq);
+    // A call retried on another worker starts its progress over: the progress the client
+    // already has (on whichever gateway it got it) must not come again after it resumes.
+    let last_progress = progress_sent(&seen, stream)
+        .map(|p| HashMap::from([(stream, p)]))
+        .unwrap_or_default();
     let pump = RequestPump {
         app: app.clone(),
         session: id,
         subscription,
-        prelude,
+        prelude: unseen,
         open: HashMap::from([(
             stream,
             OpenRequest {
@@ -181,7 +185,7 @@ async fn resume_request(
         claim,
         log_level: session.record.log_level,
         resumable: true,
-        last_progress: HashMap::new(),
+        last_progress,
         kind: "get",
     };
     let pumped = async move {

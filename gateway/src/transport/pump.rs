@@ -223,9 +223,7 @@ impl RequestPump {
                 if !LogLevel::message_passes(message, self.log_level) {
                     return None;
                 }
-                if message.get("method").and_then(Value::as_str) == Some("notifications/progress")
-                    && let Some(progress) = message["params"]["progress"].as_f64()
-                {
+                if let Some(progress) = progress_of(message) {
                     let last = self
                         .last_progress
                         .entry(stream)
@@ -540,6 +538,27 @@ impl StandalonePump {
         send_retry_hint(tx, hint).await;
         PumpEnd::Interrupted
     }
+}
+
+/// The `progress` of a `notifications/progress` message.
+pub fn progress_of(message: &Value) -> Option<f64> {
+    if message.get("method").and_then(Value::as_str) != Some("notifications/progress") {
+        return None;
+    }
+    message["params"]["progress"].as_f64()
+}
+
+/// The highest progress among `events` of request stream `stream`: what a client that
+/// received them holds, since a pump sends only progress above what it sent before.
+pub fn progress_sent(events: &[Arc<SessionEvent>], stream: StreamId) -> Option<f64> {
+    events
+        .iter()
+        .filter(|e| e.stream == StreamTarget::Request(stream))
+        .filter_map(|e| match &e.body {
+            EventBody::Message(message) => progress_of(message),
+            _ => None,
+        })
+        .reduce(f64::max)
 }
 
 /// Counts one message written to a client, by kind, and how long it took from its emitter.
