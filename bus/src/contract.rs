@@ -34,7 +34,7 @@ use crate::message::{
     SessionRecord, StandaloneCursor, StreamTarget, WorkerInfo,
 };
 use async_trait::async_trait;
-use mcp_protocol::{LogLevel, Tool};
+use mcp_protocol::{LogLevel, RequestId, Tool};
 use serde_json::Value;
 use std::sync::Arc;
 use tokio::sync::broadcast;
@@ -162,6 +162,16 @@ pub trait Bus: Send + Sync + 'static {
     /// Sends a control message to the worker(s) concerned.
     async fn send_control(&self, message: Control) -> Result<(), BusError>;
 
+    /// Records that `worker` now runs the call `(session, request_id)`, so that a
+    /// [`Control::Cancel`] for it reaches that worker: for a call that moved to a session
+    /// of its own (a task), which no job of that session announced.
+    async fn adopt_call(
+        &self,
+        worker: &WorkerId,
+        session: &SessionId,
+        request_id: &RequestId,
+    ) -> Result<(), BusError>;
+
     /// The control messages this worker must see.
     async fn subscribe_control(
         &self,
@@ -197,6 +207,9 @@ pub trait Bus: Send + Sync + 'static {
     /// Sends `notifications/resources/updated` to the standalone stream of every session
     /// subscribed to `uri`, whichever gateway holds it. Returns how many were notified.
     async fn resource_updated(&self, uri: &str) -> Result<u64, BusError>;
+
+    /// How long a session (and any log kept as one) lives without being used.
+    fn session_idle_ttl(&self) -> std::time::Duration;
 
     /// A secret every node of the cluster shares, made at random by whichever node asks
     /// first (used to sign state the client carries between requests, such as

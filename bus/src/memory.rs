@@ -14,7 +14,7 @@ use crate::message::{
 };
 use crate::now_ms;
 use async_trait::async_trait;
-use mcp_protocol::{LogLevel, jsonrpc};
+use mcp_protocol::{LogLevel, RequestId, jsonrpc};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -470,6 +470,20 @@ impl Bus for MemoryBus {
             workers: lock(&self.workers).len() as u64,
             jobs_in_flight: self.jobs_in_flight.load(Ordering::Relaxed),
         })
+    }
+
+    async fn adopt_call(
+        &self,
+        _worker: &WorkerId,
+        _session: &SessionId,
+        _request_id: &RequestId,
+    ) -> Result<(), BusError> {
+        // Every worker here sees every control message: nothing to route.
+        Ok(())
+    }
+
+    fn session_idle_ttl(&self) -> Duration {
+        self.config.session_idle_ttl
     }
 
     async fn shared_secret(&self, name: &str) -> Result<Vec<u8>, BusError> {

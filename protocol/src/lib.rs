@@ -10,6 +10,8 @@
 //! - [`catalog`]: resources, resource templates and prompts, and URI-template matching.
 //! - [`stateless`]: what revision 2026-07-28 adds: request `_meta`, `resultType` and cache
 //!   hints on results, the Base64 sentinel of mirrored headers.
+//! - [`tasks`]: the tasks extension of 2026-07-28: the task log's events and what
+//!   `tasks/get` makes of them.
 //!
 //! Nothing here does I/O; parsing and behaviour live in the crates that use these types.
 
@@ -17,6 +19,7 @@ pub mod catalog;
 pub mod jsonrpc;
 pub mod logging;
 pub mod stateless;
+pub mod tasks;
 pub mod tool;
 pub mod version;
 

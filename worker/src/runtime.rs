@@ -4,9 +4,9 @@
 //! they concern.
 
 use crate::catalog::{CompletionRequest, ResourceContents};
-use crate::context::ToolContext;
+use crate::context::{TASK_CALL, ToolContext};
 use crate::input::{self, StateCodec};
-use crate::tool::{ToolError, ToolSet};
+use crate::tool::{TaskSupport, ToolError, ToolSet};
 use mcp_bus::{
     Bus, BusError, Control, EventBody, Job, SessionId, StreamTarget, WorkerId, WorkerInfo,
 };
@@ -14,6 +14,7 @@ use mcp_protocol::{
     CallToolResult, ErrorObject, ProtocolVersion, RequestId,
     jsonrpc::{self, REQUEST_TIMEOUT},
     stateless,
+    tasks::{self, TaskEvent},
 };
 use mcp_telemetry::Metrics;
 use serde_json::{Map, Value, json};
@@ -60,7 +61,7 @@ const MAX_ATTEMPTS: u32 = 3;
 /// State shared by the job loop, the control loop and every running call.
 pub(crate) struct Shared {
     pub(crate) bus: Arc<dyn Bus>,
-    id: WorkerId,
+    pub(crate) id: WorkerId,
     replies: Mutex<HashMap<CallKey, oneshot::Sender<Value>>>,
     running: Mutex<HashMap<CallKey, CancellationToken>>,
     sessions: Mutex<HashMap<SessionId, CancellationToken>>,
@@ -94,6 +95,15 @@ impl Shared {
             shared: self.clone(),
             key,
             rx: Some(rx),
+        }
+    }
+
+    /// Moves a running call to another key (a call that became a task answers to the
+    /// task's id from then on).
+    pub(crate) fn rekey_call(&self, from: CallKey, to: CallKey) {
+        let mut running = lock(&self.running);
+        if let Some(token) = running.remove(&from) {
+            running.insert(to, token);
         }
     }
 
@@ -425,6 +435,10 @@ async fn run_job(shared: &Arc<Shared>, tools: &ToolSet, metrics: Option<&Metrics
     };
 
     lock(&shared.running).remove(&key);
+    let task = ctx.task();
+    if let Some(task) = &task {
+        lock(&shared.running).remove(&(task.id.clone(), RequestId::String(TASK_CALL.into())));
+    }
     shared.jobs_running.fetch_sub(1, Ordering::Relaxed);
     if let Some(m) = metrics {
         m.jobs_running.dec();
@@ -448,6 +462,13 @@ async fn run_job(shared: &Arc<Shared>, tools: &ToolSet, metrics: Option<&Metrics
             .observe(started.elapsed().as_secs_f64());
     }
 
+    if let Some(task) = task {
+        finish_task(shared, &job, &task.id, outcome).await;
+        if let Err(e) = shared.bus.finish_job(&shared.id, &job).await {
+            tracing::warn!(error = %e, "could not mark a job finished");
+        }
+        return;
+    }
     let id = &job.request_id;
     // Every result a 2026-07-28 client gets carries `resultType` and the server's identity.
     let ok = |mut result: Value| {
@@ -517,6 +538,49 @@ async fn run_job(shared: &Arc<Shared>, tools: &ToolSet, metrics: Option<&Metrics
     }
 }
 
+/// Writes a task's outcome to its log, where `tasks/get` finds it on any gateway: a tool
+/// error completes the task (with `isError`), a protocol error fails it.
+async fn finish_task(
+    shared: &Arc<Shared>,
+    job: &Job,
+    task: &SessionId,
+    outcome: Result<Value, ToolError>,
+) {
+    let at_ms = mcp_bus::now_ms();
+    let completed = |mut result: Value| {
+        stateless::finish_result(&job.method, &mut result);
+        TaskEvent::Completed { at_ms, result }
+    };
+    let event = match outcome {
+        Ok(result) => completed(result),
+        Err(ToolError::Failed(msg)) => completed(CallToolResult::error(msg).to_value()),
+        Err(ToolError::InvalidArguments(msg)) => {
+            completed(CallToolResult::error(format!("invalid arguments: {msg}")).to_value())
+        }
+        Err(ToolError::Cancelled) => TaskEvent::Cancelled { at_ms },
+        Err(ToolError::Protocol(error)) => TaskEvent::Failed { at_ms, error },
+        Err(ToolError::InputRequired(_)) => TaskEvent::Failed {
+            at_ms,
+            error: ErrorObject::internal("the task asked for input in a way it cannot receive"),
+        },
+        Err(ToolError::Bus(e)) => TaskEvent::Failed {
+            at_ms,
+            error: ErrorObject::internal(format!("the task lost the bus: {e}")),
+        },
+    };
+    if let Err(e) = shared
+        .bus
+        .publish(
+            task,
+            StreamTarget::Standalone,
+            EventBody::Message(event.to_value()),
+        )
+        .await
+    {
+        tracing::warn!(error = %e, task = %task, "could not record a task's outcome");
+    }
+}
+
 /// The requests that may answer with an `InputRequiredResult` (2026-07-28).
 fn takes_input(method: &str) -> bool {
     matches!(method, "tools/call" | "prompts/get" | "resources/read")
@@ -565,6 +629,17 @@ async fn execute(tools: &ToolSet, ctx: ToolContext, job: &Job) -> Result<Value, 
                 ))));
             }
             tool.validate(&arguments)?;
+            let support = tool.task_support();
+            if support != TaskSupport::Forbidden && ctx.protocol_version().is_stateless() {
+                if support.is_required() && !ctx.client_takes_tasks() {
+                    return Err(ToolError::Protocol(tasks::missing_extension(&format!(
+                        "the tool {name}"
+                    ))));
+                }
+                if support.starts_at_once() {
+                    ctx.start_task().await?;
+                }
+            }
             let result = tool.call(ctx, arguments).await?;
             Ok(result.to_value())
         }

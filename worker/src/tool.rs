@@ -55,10 +55,41 @@ type Handler = dyn Fn(ToolContext, Value) -> BoxFuture<'static, Result<CallToolR
     + Send
     + Sync;
 
+/// Whether a tool's calls may run as tasks (the tasks extension of 2026-07-28).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TaskSupport {
+    /// Never: every call answers at once.
+    #[default]
+    Forbidden,
+    /// A call from a client that declares the extension becomes a task as it starts;
+    /// other clients get the result directly.
+    Optional,
+    /// Like `Optional`, but the tool calls [`ToolContext::start_task`] itself when it is
+    /// ready (after asking for input, say).
+    OptionalOnDemand,
+    /// Only as a task: a client without the extension gets `-32021`.
+    Required,
+    /// Only as a task, started by the tool with [`ToolContext::start_task`].
+    RequiredOnDemand,
+}
+
+impl TaskSupport {
+    /// The call cannot be served to a client without the extension.
+    pub fn is_required(self) -> bool {
+        matches!(self, Self::Required | Self::RequiredOnDemand)
+    }
+
+    /// The runtime starts the task before the tool runs.
+    pub fn starts_at_once(self) -> bool {
+        matches!(self, Self::Optional | Self::Required)
+    }
+}
+
 /// One registered tool.
 pub struct ToolEntry {
     descriptor: Tool,
     retryable: bool,
+    task_support: TaskSupport,
     validator: Option<jsonschema::Validator>,
     handler: Box<Handler>,
 }
@@ -67,6 +98,11 @@ impl ToolEntry {
     /// The tool as `tools/list` shows it.
     pub fn descriptor(&self) -> &Tool {
         &self.descriptor
+    }
+
+    /// Whether and how the tool's calls run as tasks.
+    pub fn task_support(&self) -> TaskSupport {
+        self.task_support
     }
 
     /// Whether a call may run again after its worker died mid-call (the tool is
@@ -219,6 +255,7 @@ impl ToolSet {
             Arc::new(ToolEntry {
                 descriptor,
                 retryable: false,
+                task_support: TaskSupport::Forbidden,
                 validator,
                 handler,
             }),
@@ -235,6 +272,18 @@ impl ToolSet {
                 && let Some(entry) = Arc::get_mut(entry)
             {
                 entry.retryable = true;
+            }
+        }
+        self
+    }
+
+    /// Sets how the named tools run as tasks (2026-07-28 tasks extension).
+    pub fn task_support(mut self, names: &[&str], support: TaskSupport) -> Self {
+        for name in names {
+            if let Some(entry) = self.tools.get_mut(*name)
+                && let Some(entry) = Arc::get_mut(entry)
+            {
+                entry.task_support = support;
             }
         }
         self

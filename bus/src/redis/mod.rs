@@ -1112,6 +1112,28 @@ impl Bus for RedisBus {
         })
     }
 
+    async fn adopt_call(
+        &self,
+        worker: &WorkerId,
+        session: &SessionId,
+        request_id: &RequestId,
+    ) -> Result<(), BusError> {
+        let field = serde_json::to_string(request_id).map_err(corrupt)?;
+        let key = self.keys.running(session);
+        let mut conn = self.conn();
+        let ((), ()) = redis::pipe()
+            .hset(&key, &field, &worker.0)
+            .pexpire(&key, self.ttl_ms() as i64)
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(())
+    }
+
+    fn session_idle_ttl(&self) -> Duration {
+        self.config.session_idle_ttl
+    }
+
     async fn shared_secret(&self, name: &str) -> Result<Vec<u8>, BusError> {
         let key = self.keys.secret(name);
         let candidate: String = rand::random::<[u8; 32]>()

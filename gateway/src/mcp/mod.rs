@@ -7,7 +7,9 @@
 //!   the client's notifications and responses.
 //! - [`stateless`]: revision 2026-07-28: which requests speak it, the checks of its
 //!   `_meta` and mirrored headers, `server/discover`.
+//! - [`tasks`]: `tasks/get`, `tasks/update`, `tasks/cancel` from a task's log on the bus.
 
 pub mod lifecycle;
 pub mod methods;
 pub mod stateless;
+pub mod tasks;

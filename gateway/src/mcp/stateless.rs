@@ -77,6 +77,9 @@ pub fn is_known(method: &str) -> bool {
             | "prompts/get"
             | "completion/complete"
             | "subscriptions/listen"
+            | "tasks/get"
+            | "tasks/update"
+            | "tasks/cancel"
     )
 }
 
@@ -85,6 +88,7 @@ fn named_field(method: &str) -> Option<&'static str> {
     match method {
         "tools/call" | "prompts/get" => Some("name"),
         "resources/read" => Some("uri"),
+        "tasks/get" | "tasks/update" | "tasks/cancel" => Some("taskId"),
         _ => None,
     }
 }
@@ -266,6 +270,7 @@ pub fn capabilities() -> Value {
         "prompts": {"listChanged": true},
         "completions": {},
         "logging": {},
+        "extensions": {mcp_protocol::tasks::EXTENSION: {}},
     })
 }
 

@@ -82,6 +82,29 @@ async fn request(
         "subscriptions/listen" => {
             return listen::open(app, id, params, meta).await;
         }
+        "tasks/get" | "tasks/update" | "tasks/cancel" => {
+            let answer = crate::mcp::tasks::answer(
+                &app,
+                &method,
+                params.as_ref(),
+                &meta.client_capabilities,
+                &principal.0,
+            )
+            .await;
+            if let Err(error) = &answer
+                && error.code == jsonrpc::MISSING_REQUIRED_CLIENT_CAPABILITY
+            {
+                count("error");
+                return Ok(reject(
+                    &id,
+                    Rejection {
+                        status: StatusCode::BAD_REQUEST,
+                        error: error.clone(),
+                    },
+                ));
+            }
+            Some(answer)
+        }
         _ => None,
     };
     if let Some(outcome) = local {

@@ -3,6 +3,7 @@
 pub mod conformance;
 pub mod demo;
 pub mod round_trips;
+pub mod tasks;
 
 use crate::tool::ToolSet;
 
@@ -13,7 +14,11 @@ pub const NAMES: &[&str] = &["demo", "conformance"];
 pub fn by_name(name: &str) -> Option<ToolSet> {
     match name {
         "demo" => Some(demo::tools()),
-        "conformance" => Some(conformance::tools().merge(round_trips::tools())),
+        "conformance" => Some(
+            conformance::tools()
+                .merge(round_trips::tools())
+                .merge(tasks::tools()),
+        ),
         _ => None,
     }
 }
