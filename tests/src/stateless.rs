@@ -82,11 +82,11 @@ impl StatelessClient {
     pub async fn send_to(
         &self,
         url: &str,
-        id: i64,
+        id: impl Into<Value>,
         method: &str,
         params: Value,
     ) -> anyhow::Result<reqwest::Response> {
-        let body = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
+        let body = json!({"jsonrpc": "2.0", "id": id.into(), "method": method, "params": params});
         self.http
             .post(url)
             .headers(Self::headers(method, &params))
@@ -140,7 +140,7 @@ impl StatelessClient {
     pub async fn listen(
         &self,
         url: &str,
-        id: i64,
+        id: impl Into<Value>,
         notifications: Value,
     ) -> anyhow::Result<(SseReader, Value)> {
         let params = self.with_meta(json!({"notifications": notifications}), json!({}));

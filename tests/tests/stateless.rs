@@ -418,3 +418,34 @@ async fn a_task_outlives_the_gateway_that_started_it_and_takes_input_on_another(
         .unwrap();
     assert_eq!(refused["error"]["code"], -32021, "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_draining_gateway_ends_its_listen_streams_with_a_result() {
+    let mut gateway = Gateway::start(&["--toolset", TOOLSETS]).unwrap();
+    let client = StatelessClient::rotating(&[gateway.url()]);
+    let (mut listener, _) = client
+        .listen(
+            &gateway.url(),
+            "listen-1",
+            json!({"toolsListChanged": true}),
+        )
+        .await
+        .unwrap();
+    gateway.terminate().unwrap();
+    let (_, last) = listener
+        .next_message(Duration::from_secs(10))
+        .await
+        .unwrap()
+        .expect("the stream ends with the listen request's result, not silently");
+    assert_eq!(last["id"], "listen-1", "{last}");
+    assert_eq!(last["result"]["resultType"], "complete");
+    assert_eq!(last["result"]["_meta"][SUBSCRIPTION_ID], "listen-1");
+    assert!(
+        listener
+            .next(Duration::from_secs(10))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    gateway.wait_exit(Duration::from_secs(15)).unwrap();
+}
