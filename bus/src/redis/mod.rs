@@ -941,7 +941,7 @@ impl Bus for RedisBus {
                     }
                 }
             }
-            Control::SessionEnded { .. } => {
+            Control::SessionEnded { .. } | Control::SetListed { .. } => {
                 let _: i64 = conn
                     .publish(self.keys.control_channel(), payload)
                     .await

@@ -220,6 +220,36 @@ pub fn tools() -> ToolSet {
                 Ok(CallToolResult::text(format!("greeting: {}", args.greeting)))
             },
         )
+        .tool(
+            "test_trigger_tool_change",
+            "Show or hide test_dynamic_tool on every worker, so the tool list changes",
+            |ctx: ToolContext, _: NoArguments| async move {
+                let listed = ctx.is_listed("tool", "test_dynamic_tool");
+                ctx.set_listed("tool", "test_dynamic_tool", !listed).await?;
+                Ok(CallToolResult::text(if listed { "test_dynamic_tool hidden" } else { "test_dynamic_tool listed" }))
+            },
+        )
+        .tool(
+            "test_dynamic_tool",
+            "A tool test_trigger_tool_change shows and hides",
+            |_: ToolContext, _: NoArguments| async { Ok(CallToolResult::text("dynamic")) },
+        )
+        .tool(
+            "test_trigger_prompt_change",
+            "Show or hide test_dynamic_prompt on every worker, so the prompt list changes",
+            |ctx: ToolContext, _: NoArguments| async move {
+                let listed = ctx.is_listed("prompt", "test_dynamic_prompt");
+                ctx.set_listed("prompt", "test_dynamic_prompt", !listed).await?;
+                Ok(CallToolResult::text(if listed { "test_dynamic_prompt hidden" } else { "test_dynamic_prompt listed" }))
+            },
+        )
+        .prompt(
+            "test_dynamic_prompt",
+            "A prompt test_trigger_prompt_change shows and hides",
+            |_: ToolContext, _: NoArguments| async { Ok(vec![user_text("dynamic")]) },
+        )
+        .unlisted("tool", &["test_dynamic_tool"])
+        .unlisted("prompt", &["test_dynamic_prompt"])
         .prompt(
             "test_input_required_result_prompt",
             "A prompt that asks the user for context first",
