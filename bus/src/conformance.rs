@@ -136,6 +136,36 @@ async fn publish_is_dense_ordered_and_replayable(bus: Arc<dyn Bus>) {
     assert_eq!(seqs, (4..=10).collect::<Vec<_>>());
     assert!(replay.events.iter().all(|e| e.stream == stream));
     assert!(bus.replay(&r.id, 10, 10).await.unwrap().events.is_empty());
+
+    // A batch is the same as that many publishes: dense, in order, logged and live.
+    let mut sub = bus.subscribe(&r.id).await.unwrap();
+    assert_eq!(bus.publish_batch(&r.id, stream, vec![]).await.unwrap(), 10);
+    assert_eq!(
+        bus.publish_batch(&r.id, stream, vec![message(11)])
+            .await
+            .unwrap(),
+        11
+    );
+    let batch = (12..=15).map(message).collect();
+    assert_eq!(bus.publish_batch(&r.id, stream, batch).await.unwrap(), 15);
+    for n in 11..=15 {
+        match tokio::time::timeout(WAIT, sub.receiver.recv()).await {
+            Ok(Ok(Live::Event(e))) => {
+                assert_eq!(e.seq, n);
+                assert_eq!(e.body, message(n));
+            }
+            other => panic!("expected event {n} live, got {other:?}"),
+        }
+    }
+    let replay = bus.replay(&r.id, 10, 15).await.unwrap();
+    let bodies: Vec<EventBody> = replay.events.iter().map(|e| e.body.clone()).collect();
+    assert_eq!(bodies, (11..=15).map(message).collect::<Vec<_>>());
+    let gone = SessionId::generate();
+    assert!(matches!(
+        bus.publish_batch(&gone, stream, vec![message(1), message(2)])
+            .await,
+        Err(BusError::SessionNotFound)
+    ));
 }
 
 async fn subscribe_then_replay_sees_each_event_once(bus: Arc<dyn Bus>) {

@@ -108,6 +108,18 @@ pub trait Bus: Send + Sync + 'static {
         body: EventBody,
     ) -> Result<u64, BusError>;
 
+    /// Appends several events of one stream, in order, exactly as that many `publish`
+    /// calls would (dense `seq`s, each event logged and published), in one round trip where
+    /// the bus has round trips. Returns the `seq` of the last one (the head if `bodies` is
+    /// empty). A job's messages queued while its previous publish was in flight go out
+    /// this way.
+    async fn publish_batch(
+        &self,
+        session: &SessionId,
+        stream: StreamTarget,
+        bodies: Vec<EventBody>,
+    ) -> Result<u64, BusError>;
+
     /// Subscribes to the session's live events.
     async fn subscribe(&self, session: &SessionId) -> Result<SessionSubscription, BusError>;
 

@@ -267,23 +267,35 @@ impl Bus for MemoryBus {
         stream: StreamTarget,
         body: EventBody,
     ) -> Result<u64, BusError> {
+        self.publish_batch(session, stream, vec![body]).await
+    }
+
+    async fn publish_batch(
+        &self,
+        session: &SessionId,
+        stream: StreamTarget,
+        bodies: Vec<EventBody>,
+    ) -> Result<u64, BusError> {
         let slot = self.slot(session)?;
         let mut slot = lock(&slot);
-        slot.last_seq += 1;
-        let event = Arc::new(SessionEvent {
-            seq: slot.last_seq,
-            stream,
-            body,
-            emitted_ms: now_ms(),
-        });
-        slot.log.push_back(event.clone());
-        while slot.log.len() > self.config.session_log_len {
-            slot.log.pop_front();
-        }
-        if let Some(live) = &slot.live
-            && live.send(Live::Event(event)).is_err()
-        {
-            slot.live = None;
+        let emitted_ms = now_ms();
+        for body in bodies {
+            slot.last_seq += 1;
+            let event = Arc::new(SessionEvent {
+                seq: slot.last_seq,
+                stream,
+                body,
+                emitted_ms,
+            });
+            slot.log.push_back(event.clone());
+            while slot.log.len() > self.config.session_log_len {
+                slot.log.pop_front();
+            }
+            if let Some(live) = &slot.live
+                && live.send(Live::Event(event)).is_err()
+            {
+                slot.live = None;
+            }
         }
         Ok(slot.last_seq)
     }

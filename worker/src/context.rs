@@ -2,6 +2,7 @@
 //! gateway holds the client's stream.
 
 use crate::input::InputRequest;
+use crate::outbox::Outbox;
 use crate::runtime::Shared;
 use crate::tool::ToolError;
 use mcp_bus::{EventBody, Job, SessionId, StreamTarget};
@@ -34,6 +35,8 @@ struct CallState {
     next_key: AtomicUsize,
     /// Set once the call became a task.
     task: Mutex<Option<Arc<TaskHandle>>>,
+    /// Everything sent on the request's stream goes through it, in order.
+    outbox: Arc<Outbox>,
 }
 
 /// A call that became a task: its log on the bus, and the input the client sent to it.
@@ -56,6 +59,7 @@ impl ToolContext {
         job: Job,
         cancel: CancellationToken,
         answers: Map<String, Value>,
+        outbox: Arc<Outbox>,
     ) -> Self {
         let version =
             ProtocolVersion::parse(&job.protocol_version).unwrap_or(ProtocolVersion::LATEST);
@@ -70,6 +74,7 @@ impl ToolContext {
                 used: Mutex::new(Map::new()),
                 next_key: AtomicUsize::new(0),
                 task: Mutex::new(None),
+                outbox,
             }),
         }
     }
@@ -147,12 +152,14 @@ impl ToolContext {
             .ok_or_else(|| ToolError::failed("could not create the task"))?;
         let mut result = state.create_result();
         stateless::finish_result(&job.method, &mut result);
-        bus.publish(
-            &job.session,
-            StreamTarget::Request(job.stream),
-            EventBody::Response(jsonrpc::response_ok(&job.request_id, result)),
-        )
-        .await?;
+        // Through the outbox: the answer follows what the call queued before it.
+        self.call
+            .outbox
+            .finish(EventBody::Response(jsonrpc::response_ok(
+                &job.request_id,
+                result,
+            )))
+            .await?;
         *self.call.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(TaskHandle {
             id,
             events: tokio::sync::Mutex::new(events),
@@ -529,13 +536,8 @@ impl ToolContext {
             return Ok(());
         }
         self.call
-            .shared
-            .bus
-            .publish(
-                &self.call.job.session,
-                StreamTarget::Request(self.call.job.stream),
-                EventBody::Reconnect { retry_ms },
-            )
+            .outbox
+            .send(EventBody::Reconnect { retry_ms })
             .await?;
         Ok(())
     }
@@ -566,6 +568,8 @@ impl ToolContext {
         &self.call.job.request_id
     }
 
+    /// Queues a message on the request's stream (see [`Outbox`]): it is published in
+    /// order, batched with others queued meanwhile; a failure is reported by a later call.
     async fn send_on_request_stream(&self, message: Value) -> Result<(), ToolError> {
         // A task's request was answered with its handle: nothing more goes on its stream
         // (progress and log messages are not part of the tasks extension).
@@ -579,15 +583,7 @@ impl ToolContext {
         {
             return Ok(());
         }
-        self.call
-            .shared
-            .bus
-            .publish(
-                &self.call.job.session,
-                StreamTarget::Request(self.call.job.stream),
-                EventBody::Message(message),
-            )
-            .await?;
+        self.call.outbox.send(EventBody::Message(message)).await?;
         Ok(())
     }
 }

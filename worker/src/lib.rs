@@ -33,6 +33,8 @@
 //! - [`input`]: [`InputRequest`], input a tool asks the client for, once for both
 //!   protocol generations (server-to-client requests, or multi round-trip requests with
 //!   an HMAC-protected `requestState`).
+//! - `outbox`: a call's messages on its request stream, published in order and batched
+//!   while a publish is in flight.
 //! - [`runtime`]: [`Worker`], the job loop: takes jobs from the bus, runs them under their
 //!   deadline and cancellation, publishes their results, routes control messages.
 //! - [`toolsets`]: the built-in tools, by name (`demo`).
@@ -40,6 +42,7 @@
 pub mod catalog;
 pub mod context;
 pub mod input;
+mod outbox;
 pub mod runtime;
 pub mod tool;
 pub mod toolsets;

@@ -6,6 +6,7 @@
 use crate::catalog::{CompletionRequest, ResourceContents};
 use crate::context::{TASK_CALL, ToolContext};
 use crate::input::{self, StateCodec};
+use crate::outbox::Outbox;
 use crate::tool::{TaskSupport, ToolError, ToolSet};
 use mcp_bus::{
     Bus, BusError, Control, EventBody, Job, SessionId, StreamTarget, WorkerId, WorkerInfo,
@@ -432,6 +433,11 @@ async fn run_job(shared: &Arc<Shared>, tools: &ToolSet, metrics: Option<&Metrics
 
     let version = ProtocolVersion::parse(&job.protocol_version).unwrap_or(ProtocolVersion::LATEST);
     let remaining = Duration::from_millis(job.deadline_ms.saturating_sub(mcp_bus::now_ms()));
+    let outbox = Outbox::new(
+        shared.bus.clone(),
+        job.session.clone(),
+        StreamTarget::Request(job.stream),
+    );
     let round_trips = version.is_stateless() && takes_input(&job.method);
     let answers = match shared.state_codec.get() {
         Some(codec) if round_trips => input::answers_of(
@@ -445,11 +451,23 @@ async fn run_job(shared: &Arc<Shared>, tools: &ToolSet, metrics: Option<&Metrics
     };
     let (ctx, answers_error) = match answers {
         Ok(answers) => (
-            ToolContext::new(shared.clone(), job.clone(), cancel.clone(), answers),
+            ToolContext::new(
+                shared.clone(),
+                job.clone(),
+                cancel.clone(),
+                answers,
+                outbox.clone(),
+            ),
             None,
         ),
         Err(error) => (
-            ToolContext::new(shared.clone(), job.clone(), cancel.clone(), Map::new()),
+            ToolContext::new(
+                shared.clone(),
+                job.clone(),
+                cancel.clone(),
+                Map::new(),
+                outbox.clone(),
+            ),
             Some(error),
         ),
     };
@@ -559,11 +577,9 @@ async fn run_job(shared: &Arc<Shared>, tools: &ToolSet, metrics: Option<&Metrics
             ErrorObject::internal(format!("the tool could not reach the client: {e}")),
         )),
     };
-    if let Err(e) = shared
-        .bus
-        .publish(&job.session, StreamTarget::Request(job.stream), body)
-        .await
-    {
+    // The outcome follows everything the call queued, usually in the same round trip; a
+    // failed notification does not stop it from being attempted.
+    if let Err(e) = outbox.finish(body).await {
         tracing::debug!(error = %e, session = %job.session, "could not publish a job's outcome");
     }
     if let Err(e) = shared.bus.finish_job(&shared.id, &job).await {

@@ -679,6 +679,48 @@ impl Bus for RedisBus {
         u64::try_from(seq).map_err(|_| BusError::SessionNotFound)
     }
 
+    async fn publish_batch(
+        &self,
+        session: &SessionId,
+        stream: StreamTarget,
+        bodies: Vec<EventBody>,
+    ) -> Result<u64, BusError> {
+        if bodies.len() <= 1 {
+            return match bodies.into_iter().next() {
+                Some(body) => self.publish(session, stream, body).await,
+                None => {
+                    let head: Option<u64> = self
+                        .conn()
+                        .hget(self.keys.session(session), "seq")
+                        .await
+                        .map_err(redis_err)?;
+                    head.ok_or(BusError::SessionNotFound)
+                }
+            };
+        }
+        let emitted_ms = now_ms();
+        let mut invocation = scripts::PUBLISH_EVENTS.key(self.keys.session(session));
+        invocation
+            .key(self.keys.log(session))
+            .arg(self.config.session_log_len.max(1))
+            .arg(self.keys.session_channel(session))
+            .arg(self.ttl_ms());
+        for body in bodies {
+            let payload = serde_json::to_string(&StoredEvent {
+                stream,
+                body,
+                emitted_ms,
+            })
+            .map_err(corrupt)?;
+            invocation.arg(payload);
+        }
+        let seq: i64 = invocation
+            .invoke_async(&mut self.conn())
+            .await
+            .map_err(redis_err)?;
+        u64::try_from(seq).map_err(|_| BusError::SessionNotFound)
+    }
+
     async fn subscribe(&self, session: &SessionId) -> Result<SessionSubscription, BusError> {
         let (receiver, _) = self.hub.join(session).await?;
         // Read the head only now that the subscription is in effect.

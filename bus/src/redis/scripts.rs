@@ -21,6 +21,28 @@ return seq
     )
 });
 
+/// Appends several session events of one stream and publishes each, with consecutive
+/// sequence numbers: `PUBLISH_EVENT` for a batch, in one round trip.
+/// KEYS: session, log. ARGV: log max length, channel, ttl ms, payload... (at least one).
+/// Returns the last sequence number, or -1 when the session does not exist.
+pub static PUBLISH_EVENTS: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local n = #ARGV - 3
+local last = redis.call('HINCRBY', KEYS[1], 'seq', n)
+for i = 1, n do
+  local seq = last - n + i
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], seq .. '-1', 'e', ARGV[3 + i])
+  redis.call('PUBLISH', ARGV[2], 'e ' .. seq .. ' ' .. ARGV[3 + i])
+end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return last
+",
+    )
+});
+
 /// Appends a broadcast and publishes it.
 /// KEYS: seq counter, log. ARGV: log max length, channel, payload. Returns the sequence.
 pub static PUBLISH_BROADCAST: LazyLock<Script> = LazyLock::new(|| {
