@@ -96,12 +96,14 @@ async fn sessions_round_trip(bus: Arc<dyn Bus>) {
         forward,
         "the standalone cursor never moves back"
     );
-    // Sessions are counted per principal, and an ended one no longer counts.
+    // Sessions are counted per principal, ephemeral ones (listen streams, tasks)
+    // included, and an ended one no longer counts.
     let principal = format!("p-{}", SessionId::generate());
     let mut mine = Vec::new();
-    for _ in 0..3 {
+    for i in 0..3 {
         let mut r = record();
         r.principal = principal.clone();
+        r.ephemeral = i == 2;
         bus.create_session(r.clone()).await.unwrap();
         mine.push(r.id);
     }

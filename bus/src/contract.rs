@@ -77,7 +77,9 @@ pub trait Bus: Send + Sync + 'static {
     /// Loads a session and restarts its idle timer.
     async fn session(&self, id: &SessionId) -> Result<SessionRecord, BusError>;
 
-    /// How many live sessions `principal` holds (for the per-principal session limit).
+    /// How many live sessions `principal` holds (for the per-principal session limit):
+    /// every session recorded with that principal, ephemeral ones included (listen
+    /// streams and tasks are state a principal holds too).
     async fn count_sessions(&self, principal: &str) -> Result<u64, BusError>;
 
     /// Restarts a session's idle timer (a gateway holding a stream of it calls this).

@@ -227,7 +227,7 @@ impl Bus for MemoryBus {
             .iter()
             .filter(|slot| {
                 let slot = lock(slot);
-                !slot.record.ephemeral && slot.record.principal == principal
+                slot.record.principal == principal
             })
             .count() as u64)
     }

@@ -57,6 +57,16 @@ impl AppState {
         names.get(name).cloned()
     }
 
+    /// Counts one JSON-RPC request by method and outcome. `known` says whether the method
+    /// is one the protocol defines: a metrics label must not be a client's free text.
+    pub fn count_request(&self, method: &str, known: bool, outcome: &str) {
+        let label = if known { method } else { "unknown" };
+        self.metrics
+            .jsonrpc_requests
+            .with_label_values(&[label, outcome])
+            .inc();
+    }
+
     /// The SSE `retry` hint.
     pub fn sse_retry(&self) -> Duration {
         Duration::from_millis(self.config.sse_retry_ms)

@@ -18,6 +18,8 @@ pub struct StatelessClient {
     next: AtomicUsize,
     /// The `clientCapabilities` every request declares.
     pub capabilities: Value,
+    /// A bearer token sent with every request.
+    pub bearer: Option<String>,
 }
 
 impl StatelessClient {
@@ -29,6 +31,7 @@ impl StatelessClient {
             urls: urls.to_vec(),
             next: AtomicUsize::new(0),
             capabilities: json!({"sampling": {}, "elicitation": {}, "roots": {}}),
+            bearer: None,
         }
     }
 
@@ -87,10 +90,15 @@ impl StatelessClient {
         params: Value,
     ) -> anyhow::Result<reqwest::Response> {
         let body = json!({"jsonrpc": "2.0", "id": id.into(), "method": method, "params": params});
-        self.http
+        let mut request = self
+            .http
             .post(url)
             .headers(Self::headers(method, &params))
-            .json(&body)
+            .json(&body);
+        if let Some(token) = &self.bearer {
+            request = request.bearer_auth(token);
+        }
+        request
             .send()
             .await
             .with_context(|| format!("POST {method} to {url}"))

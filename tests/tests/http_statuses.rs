@@ -495,14 +495,25 @@ async fn stateless_mode_serves_requests_without_sessions() {
     );
     assert_eq!(client.get(None).await.unwrap().status(), 405);
     assert_eq!(client.delete().await.unwrap(), 405);
-    // Background tasks need a standalone stream, which stateless mode does not have.
+    // Without a standalone stream, a background task reports through its resource.
     let v = client
         .request(
             2,
             "tools/call",
-            json!({"name":"start_background_task","arguments":{"name":"x"}}),
+            json!({"name":"start_background_task","arguments":{"name":"x","count":1,"interval_ms":10}}),
         )
         .await
         .unwrap();
-    assert_eq!(v["result"]["isError"], true);
+    let uri = v["result"]["content"][1]["uri"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(uri.starts_with("notify://tasks/"), "{v}");
+    let read = client
+        .request(3, "resources/read", json!({"uri": uri}))
+        .await
+        .unwrap();
+    let body: Value =
+        serde_json::from_str(read["result"]["contents"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(body["task"], "x", "{read}");
 }

@@ -1,7 +1,7 @@
 //! Every limit refuses with a clear 429 (JSON-RPC error inside) and counts the refusal in
 //! `mcpgw_limit_rejections_total{limit}`; the gateway keeps serving.
 
-use e2e_tests::{Gateway, RawClient};
+use e2e_tests::{Gateway, RawClient, StatelessClient};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -160,4 +160,44 @@ async fn a_principal_has_a_bounded_number_of_sessions() {
     // Ending one makes room.
     assert_eq!(sessions[0].delete().await.unwrap(), 204);
     third.initialize("2025-11-25").await.unwrap();
+}
+
+#[tokio::test]
+async fn listen_streams_count_against_the_sessions_of_a_principal() {
+    let gw = Gateway::start(&[
+        "--auth-token",
+        &format!("alice:{TOKEN}"),
+        "--max-sessions-per-principal",
+        "2",
+    ])
+    .unwrap();
+    let mut session = RawClient::new(&gw.url());
+    session.bearer = Some(TOKEN.to_owned());
+    session.initialize("2025-11-25").await.unwrap();
+    let mut client = StatelessClient::rotating(&[gw.url()]);
+    client.bearer = Some(TOKEN.to_owned());
+    let filter = json!({"toolsListChanged": true});
+    let (first, _) = client.listen(&gw.url(), 1, filter.clone()).await.unwrap();
+    let refused = client.listen(&gw.url(), 2, filter.clone()).await;
+    assert!(
+        refused
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("429")),
+        "{:?}",
+        refused.map(|(_, ack)| ack)
+    );
+    assert_eq!(rejections(&gw, "sessions_per_principal").await, 1.0);
+    // Closing the stream ends its session on the bus, which makes room.
+    drop(first);
+    let start = Instant::now();
+    loop {
+        match client.listen(&gw.url(), 3, filter.clone()).await {
+            Ok(_) => break,
+            Err(e) => assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the closed listen stream still counts: {e}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

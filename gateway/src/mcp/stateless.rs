@@ -27,14 +27,18 @@ pub fn supported_versions() -> Vec<&'static str> {
 }
 
 /// Whether a single POSTed message is for the stateless protocol: its `_meta` names a
-/// revision, or, without a session, its `MCP-Protocol-Version` header names one that is
-/// not a session revision. Everything else keeps the session protocol's rules, so clients
+/// revision, or, without a session and other than `initialize`, its
+/// `MCP-Protocol-Version` header names one that is not a session revision. Everything else keeps the session protocol's rules, so clients
 /// of both generations share one endpoint.
-pub fn is_stateless(headers: &HeaderMap, params: Option<&Value>) -> bool {
+pub fn is_stateless(headers: &HeaderMap, method: Option<&str>, params: Option<&Value>) -> bool {
     if RequestMeta::declared_version(params).is_some() {
         return true;
     }
-    if headers.contains_key(crate::transport::session::SESSION_HEADER) {
+    // `initialize` starts a session whatever the header says (it is only defined for the
+    // requests that follow).
+    if method == Some("initialize")
+        || headers.contains_key(crate::transport::session::SESSION_HEADER)
+    {
         return false;
     }
     header_text(headers, VERSION_HEADER)
@@ -313,23 +317,28 @@ mod tests {
     #[test]
     fn tells_the_generations_apart() {
         let modern = params("2026-07-28");
-        assert!(is_stateless(&HeaderMap::new(), Some(&modern)));
+        let call = Some("tools/call");
+        assert!(is_stateless(&HeaderMap::new(), call, Some(&modern)));
         assert!(is_stateless(
-            &headers(&[(VERSION_HEADER, "2026-07-28")]),
-            None
+            &HeaderMap::new(),
+            Some("initialize"),
+            Some(&modern)
         ));
-        assert!(is_stateless(&headers(&[(VERSION_HEADER, "v999")]), None));
-        assert!(!is_stateless(
-            &headers(&[(VERSION_HEADER, "2025-11-25")]),
-            None
-        ));
+        let v = |version| headers(&[(VERSION_HEADER, version)]);
+        assert!(is_stateless(&v("2026-07-28"), call, None));
+        assert!(is_stateless(&v("v999"), call, None));
+        assert!(!is_stateless(&v("2025-11-25"), call, None));
+        assert!(!is_stateless(&v("2024-11-05"), Some("initialize"), None));
         assert!(!is_stateless(
             &headers(&[(VERSION_HEADER, "2026-07-28"), ("mcp-session-id", "x")]),
+            call,
             None
         ));
+        let legacy_initialize = json!({"protocolVersion": "2026-07-28"});
         assert!(!is_stateless(
             &HeaderMap::new(),
-            Some(&json!({"protocolVersion": "2026-07-28"}))
+            Some("initialize"),
+            Some(&legacy_initialize)
         ));
     }
 

@@ -8,9 +8,10 @@
 //! So an update caused through any gateway, or by any worker, reaches every matching
 //! listener on every gateway.
 
+use crate::http::auth::Principal;
 use crate::http::error::HttpError;
 use crate::state::AppState;
-use crate::transport::post::new_record;
+use crate::transport::post::{check_session_limit, new_record};
 use crate::transport::pump::{Frame, PumpEnd, StandalonePump};
 use crate::transport::respond;
 use axum::Json;
@@ -158,6 +159,7 @@ pub async fn open(
     id: RequestId,
     params: Option<Value>,
     meta: RequestMeta,
+    principal: &Principal,
 ) -> Result<Response, HttpError> {
     let filter = match ListenFilter::parse(&id, params.as_ref()) {
         Ok(filter) => filter,
@@ -174,7 +176,10 @@ pub async fn open(
             "the gateway is shutting down; listen on another node".into(),
         ));
     }
-    let record = new_record(
+    // A listen stream holds state on the bus for as long as it is open: it counts against
+    // the principal's sessions.
+    check_session_limit(&app, principal).await?;
+    let mut record = new_record(
         &app,
         ProtocolVersion::STATELESS,
         meta.client_capabilities,
@@ -182,6 +187,7 @@ pub async fn open(
         true,
     )
     .await?;
+    record.principal = principal.0.clone();
     let session = record.id.clone();
     app.bus.create_session(record.clone()).await?;
     let opened = async {
@@ -203,10 +209,7 @@ pub async fn open(
     };
     let (tx, rx) = mpsc::channel(32);
     let _ = tx.try_send(Frame::unlogged_message(filter.acknowledgement()));
-    app.metrics
-        .jsonrpc_requests
-        .with_label_values(&["subscriptions/listen", "ok"])
-        .inc();
+    app.count_request("subscriptions/listen", true, "ok");
     let pump = StandalonePump {
         app: app.clone(),
         session: session.clone(),

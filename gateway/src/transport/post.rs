@@ -101,11 +101,11 @@ async fn handle(
         return Ok(bad_request(id.as_ref(), error.clone()));
     }
     let for_stateless = matches!(messages.as_slice(), [Ok(message)]
-        if !batch && stateless::is_stateless(&headers, message_params(message)));
+        if !batch && stateless::is_stateless(&headers, message.method(), message_params(message)));
     if for_stateless && let Some(Ok(message)) = messages.pop() {
         return crate::transport::stateless::post(app, headers, accepts, message, principal).await;
     }
-    if batch && stateless::is_stateless(&headers, None) {
+    if batch && stateless::is_stateless(&headers, None, None) {
         return Err(HttpError::InvalidRequest(
             "JSON-RPC batches are not part of protocol revision 2026-07-28".into(),
         ));
@@ -165,18 +165,8 @@ async fn handle(
             Ok(Message::Request { id, method, params }) => {
                 let route =
                     methods::route(&app, session_id.as_ref(), &method, params.as_ref()).await;
-                // A metrics label must not be a client's free text.
-                let label = if methods::is_known(&method) {
-                    method.as_str()
-                } else {
-                    "unknown"
-                };
-                let count = |outcome| {
-                    app.metrics
-                        .jsonrpc_requests
-                        .with_label_values(&[label, outcome])
-                        .inc()
-                };
+                let known = methods::is_known(&method);
+                let count = |outcome| app.count_request(&method, known, outcome);
                 match route {
                     Route::Local(Ok(result)) => {
                         count("ok");
@@ -404,15 +394,8 @@ async fn initialize(
             return Ok(bad_request(Some(&id), error));
         }
     };
-    let max = app.config.max_sessions_per_principal;
-    if max > 0 && !app.config.stateless && app.bus.count_sessions(&principal.0).await? >= max {
-        app.metrics
-            .limit_rejections
-            .with_label_values(&["sessions_per_principal"])
-            .inc();
-        return Err(HttpError::TooManyRequests(format!(
-            "this principal already holds {max} sessions; end one (DELETE) or let one expire"
-        )));
+    if !app.config.stateless {
+        check_session_limit(app, principal).await?;
     }
     counter("ok").inc();
     let session = if app.config.stateless {
@@ -463,6 +446,25 @@ pub(crate) async fn new_record(
         },
         ephemeral,
     })
+}
+
+/// 429 when `principal` already holds as many sessions (and listen streams, and tasks) as
+/// it may: cluster-wide, so the limit holds whichever gateway is asked.
+pub(crate) async fn check_session_limit(
+    app: &AppState,
+    principal: &Principal,
+) -> Result<(), HttpError> {
+    let max = app.config.max_sessions_per_principal;
+    if max > 0 && app.bus.count_sessions(&principal.0).await? >= max {
+        app.metrics
+            .limit_rejections
+            .with_label_values(&["sessions_per_principal"])
+            .inc();
+        return Err(HttpError::TooManyRequests(format!(
+            "this principal already holds {max} sessions (session-protocol sessions, listen streams and tasks); end one or let one expire"
+        )));
+    }
+    Ok(())
 }
 
 /// The params of a request or notification.

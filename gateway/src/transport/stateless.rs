@@ -50,17 +50,8 @@ async fn request(
     params: Option<Value>,
     principal: Principal,
 ) -> Result<Response, HttpError> {
-    let label = if stateless::is_known(&method) {
-        method.as_str()
-    } else {
-        "unknown"
-    };
-    let count = |outcome| {
-        app.metrics
-            .jsonrpc_requests
-            .with_label_values(&[label, outcome])
-            .inc()
-    };
+    let known = stateless::is_known(&method);
+    let count = |outcome| app.count_request(&method, known, outcome);
     let meta = match stateless::check(&headers, &method, params.as_ref()) {
         Ok(meta) => meta,
         Err(rejection) => {
@@ -80,7 +71,7 @@ async fn request(
             Some(list(&app, &method).await)
         }
         "subscriptions/listen" => {
-            return listen::open(app, id, params, meta).await;
+            return listen::open(app, id, params, meta, &principal).await;
         }
         "tasks/get" | "tasks/update" | "tasks/cancel" => {
             let answer = crate::mcp::tasks::answer(
@@ -145,7 +136,8 @@ async fn job(
     )
     .await?;
     record.log_level = meta.log_level;
-    record.principal = principal.0.clone();
+    // The session lives as long as the request: it is not one the principal holds (the
+    // job carries the principal, for the state it signs and the tasks it starts).
     app.bus.create_session(record.clone()).await?;
     // A stream only when something can travel before the result: progress was asked for,
     // or log messages were. A plain JSON answer is cheaper, and lets an error carry the
