@@ -234,6 +234,16 @@ impl Message {
         }
     }
 
+    /// The params of a request or notification.
+    pub fn params(&self) -> Option<&Value> {
+        match self {
+            Message::Request { params, .. } | Message::Notification { params, .. } => {
+                params.as_ref()
+            }
+            Message::Response { .. } => None,
+        }
+    }
+
     /// The method of a request or notification.
     pub fn method(&self) -> Option<&str> {
         match self {

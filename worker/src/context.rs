@@ -43,8 +43,9 @@ struct CallState {
 pub(crate) struct TaskHandle {
     /// The task id (the id of the log's bus session).
     pub(crate) id: SessionId,
-    /// The task log's live events (where `tasks/update` input arrives).
-    events: tokio::sync::Mutex<mcp_bus::SessionSubscription>,
+    /// The task log's live events (where `tasks/update` input arrives), kept from before
+    /// the client knew the task; each wait for input takes its own copy.
+    events: Mutex<tokio::sync::broadcast::Receiver<mcp_bus::Live>>,
 }
 
 /// How often a task's client should poll (`pollIntervalMs`).
@@ -162,7 +163,7 @@ impl ToolContext {
             .await?;
         *self.call.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(TaskHandle {
             id,
-            events: tokio::sync::Mutex::new(events),
+            events: Mutex::new(events.receiver),
         }));
         Ok(true)
     }
@@ -175,6 +176,12 @@ impl ToolContext {
         requests: Vec<InputRequest>,
     ) -> Result<Vec<Value>, ToolError> {
         let bus = &self.call.shared.bus;
+        // Listen before reading the log: an answer appended in between is not missed.
+        let mut events = task
+            .events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .resubscribe();
         let answers_in_log = || async {
             let log = bus.replay(&task.id, 0, u64::MAX).await?;
             let mut answers = Map::new();
@@ -205,16 +212,14 @@ impl ToolContext {
                 EventBody::Message(asked.to_value()),
             )
             .await?;
-            let mut events = task.events.lock().await;
             while !requests.iter().all(|r| answers.contains_key(&r.key)) {
                 tokio::select! {
-                    _ = events.receiver.recv() => {}
+                    _ = events.recv() => {}
                     () = self.call.cancel.cancelled() => return Err(ToolError::Cancelled),
                 }
                 // Whatever arrived (or was missed by a lagging receiver) is in the log.
                 answers = answers_in_log().await?;
             }
-            drop(events);
             let resumed = TaskEvent::Working {
                 at_ms: mcp_bus::now_ms(),
             };

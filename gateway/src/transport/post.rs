@@ -101,7 +101,7 @@ async fn handle(
         return Ok(bad_request(id.as_ref(), error.clone()));
     }
     let for_stateless = matches!(messages.as_slice(), [Ok(message)]
-        if !batch && stateless::is_stateless(&headers, message.method(), message_params(message)));
+        if !batch && stateless::is_stateless(&headers, message.method(), message.params()));
     if for_stateless && let Some(Ok(message)) = messages.pop() {
         return crate::transport::stateless::post(app, headers, accepts, message, principal).await;
     }
@@ -465,14 +465,6 @@ pub(crate) async fn check_session_limit(
         )));
     }
     Ok(())
-}
-
-/// The params of a request or notification.
-fn message_params(message: &Message) -> Option<&Value> {
-    match message {
-        Message::Request { params, .. } | Message::Notification { params, .. } => params.as_ref(),
-        Message::Response { .. } => None,
-    }
 }
 
 /// The W3C `traceparent` header of the client's request.
