@@ -6,7 +6,7 @@
 use crate::http::auth::Principal;
 use crate::http::error::HttpError;
 use crate::http::negotiate::Accepts;
-use crate::mcp::stateless::{self, MirroredParam, Rejection};
+use crate::mcp::stateless::{self, Rejection};
 use crate::state::AppState;
 use crate::transport::listen;
 use crate::transport::post::{JobSession, PendingJob, new_record, start_jobs};
@@ -60,7 +60,7 @@ async fn request(
         }
     };
     if method == "tools/call"
-        && let Err(rejection) = check_mirrored(&app, &headers, params.as_ref()).await
+        && let Err(rejection) = check_mirrored(&app, &headers, params.as_ref()).await?
     {
         count("error");
         return Ok(reject(&id, rejection));
@@ -181,32 +181,33 @@ async fn list(app: &AppState, method: &str) -> Result<Value, ErrorObject> {
 }
 
 /// Checks the `Mcp-Param-*` headers of a `tools/call` against the tool's schema. An
-/// unknown tool passes here: the worker answers it.
+/// unknown tool passes here: the worker answers it. A registry that cannot be asked is
+/// 503, not a pass: the check must not fail open.
 async fn check_mirrored(
     app: &AppState,
     headers: &HeaderMap,
     params: Option<&Value>,
-) -> Result<(), Rejection> {
+) -> Result<Result<(), Rejection>, HttpError> {
     let Some(name) = params.and_then(|p| p.get("name")).and_then(Value::as_str) else {
-        return Ok(());
+        return Ok(Ok(()));
     };
     let mirrored = match app.mirrored_params(name) {
         Some(mirrored) => mirrored,
-        None => lookup_mirrored(app, name).await,
-    };
-    stateless::check_mirrored_params(headers, &mirrored, params.and_then(|p| p.get("arguments")))
-}
-
-/// The cache missed (a tool new since the last refresh): ask the registry.
-async fn lookup_mirrored(app: &AppState, name: &str) -> Vec<MirroredParam> {
-    match app.bus.tools().await {
-        Ok(tools) => tools
+        // The cache missed (a tool new since the last refresh): ask the registry.
+        None => app
+            .bus
+            .tools()
+            .await?
             .iter()
             .find(|t| t.name == name)
             .map(|t| stateless::mirrored_params(&t.input_schema))
             .unwrap_or_default(),
-        Err(_) => Vec::new(),
-    }
+    };
+    Ok(stateless::check_mirrored_params(
+        headers,
+        &mirrored,
+        params.and_then(|p| p.get("arguments")),
+    ))
 }
 
 /// A refused request: its status, and a JSON-RPC error carrying the request's id.
