@@ -75,6 +75,10 @@ fn node() -> anyhow::Result<PathBuf> {
 
 /// Installs the pinned suite from the lock file when it is not there yet.
 fn install_suite(suite: Suite) -> anyhow::Result<PathBuf> {
+    // The tests of this file run in parallel and install the same folders: one `npm ci`
+    // at a time, or a test may start the suite from a half-written node_modules.
+    static INSTALLING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|p| p.into_inner());
     let dir = suite.path();
     let cli = dir.join("node_modules/@modelcontextprotocol/conformance/dist/index.js");
     if !cli.is_file() {
