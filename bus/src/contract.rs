@@ -29,6 +29,7 @@
 
 use crate::error::BusError;
 use crate::ids::{SessionId, WorkerId};
+use crate::live::LiveReceiver;
 use crate::message::{
     BroadcastEvent, Catalog, ClusterStats, Control, EventBody, Job, Live, SessionEvent,
     SessionRecord, StandaloneCursor, StreamTarget, WorkerInfo,
@@ -45,7 +46,7 @@ pub struct SessionSubscription {
     /// The last `seq` appended before the subscription took effect (0 for an empty log).
     pub head: u64,
     /// Live events with `seq > head`, and session notices.
-    pub receiver: broadcast::Receiver<Live>,
+    pub receiver: LiveReceiver<Live>,
 }
 
 /// A live subscription to the broadcast log.

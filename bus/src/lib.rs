@@ -11,6 +11,7 @@
 //! - [`message`]: what travels: [`Job`], [`SessionEvent`], [`BroadcastEvent`],
 //!   [`Control`], [`SessionRecord`], [`WorkerInfo`].
 //! - [`ids`]: session ids (128-bit CSPRNG) and stream ids.
+//! - [`live`]: the per-session live queue, a broadcast channel that allocates on demand.
 //! - [`memory`]: the in-process implementation.
 //! - [`error`]: the bus error type, [`BusError`].
 //! - `conformance` (tests only): one test suite every implementation must pass.
@@ -18,6 +19,7 @@
 pub mod contract;
 pub mod error;
 pub mod ids;
+pub mod live;
 pub mod memory;
 pub mod message;
 pub mod redis;

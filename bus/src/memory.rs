@@ -8,6 +8,7 @@
 use crate::contract::{BroadcastSubscription, Bus, Replay, SessionSubscription};
 use crate::error::BusError;
 use crate::ids::{SessionId, WorkerId};
+use crate::live::{self, LiveSender};
 use crate::message::{
     BroadcastEvent, Catalog, ClusterStats, Control, EventBody, Job, Live, SessionEvent,
     SessionRecord, StandaloneCursor, StreamTarget, WorkerInfo,
@@ -71,7 +72,7 @@ struct SessionSlot {
     last_seq: u64,
     /// Created on first subscription and dropped when nobody listens, so idle sessions
     /// cost no queue memory.
-    live: Option<broadcast::Sender<Live>>,
+    live: Option<LiveSender<Live>>,
     last_used: Instant,
 }
 
@@ -148,11 +149,7 @@ impl MemoryBus {
     fn publish_broadcast(&self, message: Value) -> u64 {
         let mut log = lock(&self.broadcasts);
         log.last_seq += 1;
-        let event = Arc::new(BroadcastEvent {
-            seq: log.last_seq,
-            message,
-            emitted_ms: now_ms(),
-        });
+        let event = Arc::new(BroadcastEvent::new(log.last_seq, message, now_ms()));
         log.log.push_back(event.clone());
         while log.log.len() > self.config.broadcast_log_len {
             log.log.pop_front();
@@ -306,7 +303,7 @@ impl Bus for MemoryBus {
         let receiver = match &slot.live {
             Some(live) => live.subscribe(),
             None => {
-                let (tx, rx) = broadcast::channel(self.config.live_queue_len.max(1));
+                let (tx, rx) = live::channel(self.config.live_queue_len);
                 slot.live = Some(tx);
                 rx
             }

@@ -53,7 +53,7 @@ fn bus(session_log_len: usize, broadcast_log_len: usize) -> Arc<MemoryBus> {
 }
 
 /// Live events queued on a subscription, in arrival order.
-fn drain(receiver: &mut tokio::sync::broadcast::Receiver<Live>) -> Vec<Arc<SessionEvent>> {
+fn drain(receiver: &mut mcp_bus::live::LiveReceiver<Live>) -> Vec<Arc<SessionEvent>> {
     let mut out = Vec::new();
     loop {
         match receiver.try_recv() {

@@ -45,7 +45,7 @@ pub(crate) struct TaskHandle {
     pub(crate) id: SessionId,
     /// The task log's live events (where `tasks/update` input arrives), kept from before
     /// the client knew the task; each wait for input takes its own copy.
-    events: Mutex<tokio::sync::broadcast::Receiver<mcp_bus::Live>>,
+    events: Mutex<mcp_bus::live::LiveReceiver<mcp_bus::Live>>,
 }
 
 /// How often a task's client should poll (`pollIntervalMs`).

@@ -11,6 +11,7 @@ use super::keys::Keys;
 use super::{StoredEvent, redis_err};
 use crate::error::BusError;
 use crate::ids::SessionId;
+use crate::live::{self, LiveReceiver, LiveSender};
 use crate::message::{BroadcastEvent, Control, Live, SessionEvent, StreamTarget};
 use redis::aio::ConnectionManager;
 use redis::streams::StreamRangeReply;
@@ -57,7 +58,7 @@ pub(crate) fn push_queue(
 }
 
 struct HubSession {
-    tx: broadcast::Sender<Live>,
+    tx: LiveSender<Live>,
     /// The last sequence number forwarded; `None` until the first subscriber has read the
     /// head of the log (events before that come from the log, not from here).
     last_seq: Option<u64>,
@@ -130,13 +131,13 @@ impl Hub {
     pub(crate) async fn join(
         &self,
         session: &SessionId,
-    ) -> Result<(broadcast::Receiver<Live>, bool), BusError> {
+    ) -> Result<(LiveReceiver<Live>, bool), BusError> {
         let (receiver, subscribed, created) = {
             let mut sessions = lock(&self.sessions);
             match sessions.get(session) {
                 Some(entry) => (entry.tx.subscribe(), entry.subscribed.clone(), false),
                 None => {
-                    let (tx, rx) = broadcast::channel(self.live_queue_len.max(1));
+                    let (tx, rx) = live::channel(self.live_queue_len);
                     let subscribed = Arc::new(OnceCell::new());
                     sessions.insert(
                         session.clone(),
@@ -283,11 +284,7 @@ impl Hub {
             let seq: u64 = seq.parse().ok()?;
             let message = serde_json::from_str(message).ok()?;
             let emitted_ms = crate::now_ms();
-            let ok = self.forward_broadcast(BroadcastEvent {
-                seq,
-                message,
-                emitted_ms,
-            });
+            let ok = self.forward_broadcast(BroadcastEvent::new(seq, message, emitted_ms));
             return (!ok).then_some(None);
         }
         // Anything else is a control channel of this process.
