@@ -90,6 +90,50 @@ pub struct BroadcastEvent {
     pub message: Value,
     /// When it was published (ms since the epoch).
     pub emitted_ms: u64,
+    /// `message` as compact JSON, made by the first stream that writes it.
+    #[serde(skip)]
+    json: JsonCache,
+}
+
+impl BroadcastEvent {
+    /// A broadcast log entry.
+    pub fn new(seq: u64, message: Value, emitted_ms: u64) -> Self {
+        Self {
+            seq,
+            message,
+            emitted_ms,
+            json: JsonCache::default(),
+        }
+    }
+
+    /// The message as compact JSON, serialized once however many streams write it: a
+    /// gateway sends one broadcast to every open stream it holds.
+    pub fn json(&self) -> std::sync::Arc<str> {
+        self.json
+            .0
+            .get_or_init(|| {
+                serde_json::to_string(&self.message)
+                    .unwrap_or_default()
+                    .into()
+            })
+            .clone()
+    }
+}
+
+/// A value derived from the event, so it takes no part in equality or debug output.
+#[derive(Clone, Default)]
+struct JsonCache(std::sync::OnceLock<std::sync::Arc<str>>);
+
+impl PartialEq for JsonCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for JsonCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JsonCache")
+    }
 }
 
 /// What a live session subscription yields.

@@ -14,4 +14,4 @@ pub mod metrics;
 pub mod propagation;
 
 pub use logs::{LogFormat, TelemetryGuard, init};
-pub use metrics::{Metrics, Role};
+pub use metrics::{DeliveryKind, Metrics, Role};

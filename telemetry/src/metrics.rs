@@ -27,6 +27,44 @@ impl Role {
     }
 }
 
+/// What kind of message a client was sent (the `kind` label of
+/// `mcpgw_notifications_delivered_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryKind {
+    /// `notifications/progress`.
+    Progress,
+    /// `notifications/message` (logging).
+    Message,
+    /// A server-to-client request.
+    Request,
+    /// A response to the client's request.
+    Response,
+    /// Any other notification.
+    Other,
+}
+
+impl DeliveryKind {
+    /// Every kind, in discriminant order.
+    pub const ALL: [DeliveryKind; 5] = [
+        Self::Progress,
+        Self::Message,
+        Self::Request,
+        Self::Response,
+        Self::Other,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Progress => "progress",
+            Self::Message => "message",
+            Self::Request => "request",
+            Self::Response => "response",
+            Self::Other => "other",
+        }
+    }
+}
+
 /// Every metric, registered in one registry.
 pub struct Metrics {
     registry: Registry,
@@ -43,7 +81,9 @@ pub struct Metrics {
     /// JSON-RPC requests by method and outcome (`ok`, `error`).
     pub jsonrpc_requests: IntCounterVec,
     /// Messages written to clients by kind (`progress`, `message`, `request`, `response`, `other`).
+    /// Count with [`Metrics::delivered`], which resolves each kind's series once.
     pub notifications_delivered: IntCounterVec,
+    delivered_by_kind: std::sync::OnceLock<[IntCounter; DeliveryKind::ALL.len()]>,
     /// From a worker emitting a message to a gateway writing it.
     pub delivery_latency: Histogram,
     /// Events sent again on resumption (`Last-Event-ID`) or to a new standalone stream.
@@ -185,6 +225,7 @@ impl Metrics {
                 &["tool"],
             )
             .unwrap_or_else(unreachable_metric),
+            delivered_by_kind: std::sync::OnceLock::new(),
             registry,
         };
         m.register_all();
@@ -229,6 +270,18 @@ impl Metrics {
         for kind in ["post", "get"] {
             self.sse_streams_open.with_label_values(&[kind]).set(0);
         }
+    }
+
+    /// The `notifications_delivered` series of `kind`. Resolved once: a label lookup per
+    /// message hashes the label and takes a lock, on the path every delivery takes.
+    pub fn delivered(&self, kind: DeliveryKind) -> &IntCounter {
+        let all = self.delivered_by_kind.get_or_init(|| {
+            DeliveryKind::ALL.map(|k| {
+                self.notifications_delivered
+                    .with_label_values(&[k.as_str()])
+            })
+        });
+        &all[kind as usize]
     }
 
     /// Registers metrics defined elsewhere (the Redis bus's counters).

@@ -143,11 +143,7 @@ pub(crate) fn parse_log_entry(entry: &RedisStreamId) -> Option<SessionEvent> {
 pub(crate) fn parse_broadcast_entry(entry: &RedisStreamId) -> Option<BroadcastEvent> {
     let seq = seq_of_entry_id(&entry.id)?;
     let message = serde_json::from_str(&field_string(entry, "m")?).ok()?;
-    Some(BroadcastEvent {
-        seq,
-        message,
-        emitted_ms: now_ms(),
-    })
+    Some(BroadcastEvent::new(seq, message, now_ms()))
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -10,10 +10,11 @@ use crate::state::AppState;
 use crate::transport::event_id::EventId;
 use crate::transport::listen::ListenFilter;
 use mcp_bus::{
-    BroadcastSubscription, EventBody, Live, SessionEvent, SessionId, SessionSubscription,
-    StandaloneCursor, StreamId, StreamTarget,
+    BroadcastEvent, BroadcastSubscription, EventBody, Live, SessionEvent, SessionId,
+    SessionSubscription, StandaloneCursor, StreamId, StreamTarget,
 };
 use mcp_protocol::{ErrorObject, LogLevel, RequestId, jsonrpc};
+use mcp_telemetry::DeliveryKind;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,15 +29,37 @@ pub struct Frame {
     /// The SSE event id.
     pub id: Option<String>,
     /// The JSON-RPC message, or `None` for an empty (priming / reconnect) event.
-    pub data: Option<Value>,
+    pub data: Option<Payload>,
     /// The SSE `retry` hint.
     pub retry: Option<Duration>,
     /// True for a final response.
     pub is_response: bool,
 }
 
+/// A frame's JSON-RPC message.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// A message as a JSON tree (answers, which a JSON response collects).
+    Value(Value),
+    /// A message already written as compact JSON for this frame.
+    Encoded(String),
+    /// A message written once as compact JSON and shared by every stream that sends it (a
+    /// broadcast).
+    Shared(Arc<str>),
+}
+
+impl Payload {
+    /// The message as a JSON tree, if the frame carries one.
+    pub fn into_value(self) -> Option<Value> {
+        match self {
+            Payload::Value(value) => Some(value),
+            Payload::Encoded(_) | Payload::Shared(_) => None,
+        }
+    }
+}
+
 impl Frame {
-    fn message(id: EventId, data: Value, is_response: bool) -> Self {
+    fn message(id: EventId, data: Payload, is_response: bool) -> Self {
         Self {
             id: Some(id.encode()),
             data: Some(data),
@@ -60,7 +83,7 @@ impl Frame {
     pub fn unlogged_message(data: Value) -> Self {
         Self {
             id: None,
-            data: Some(data),
+            data: Some(Payload::Value(data)),
             retry: None,
             is_response: false,
         }
@@ -70,7 +93,7 @@ impl Frame {
     pub fn unlogged_response(data: Value) -> Self {
         Self {
             id: None,
-            data: Some(data),
+            data: Some(Payload::Value(data)),
             retry: None,
             is_response: true,
         }
@@ -160,10 +183,15 @@ impl RequestPump {
         }
         let mut touch = tokio::time::interval(self.app.touch_interval());
         touch.tick().await;
+        // Made once, not per event (each registers a waiter).
+        let client_gone = tx.closed();
+        let closing = self.app.closing.clone();
+        let closing = closing.cancelled();
+        tokio::pin!(client_gone, closing);
         loop {
             let give_up_at = self.open.values().filter_map(|r| r.give_up_at).min();
             tokio::select! {
-                () = tx.closed() => return PumpEnd::ClientGone,
+                () = &mut client_gone => return PumpEnd::ClientGone,
                 live = self.subscription.receiver.recv() => match live {
                     Ok(Live::Event(event)) => {
                         if event.seq <= cursor {
@@ -198,7 +226,7 @@ impl RequestPump {
                     }
                 },
                 () = sleep_until_opt(give_up_at) => self.give_up_overdue().await,
-                () = self.app.closing.cancelled(), if self.resumable => return self.interrupt(cursor, &tx).await,
+                () = &mut closing, if self.resumable => return self.interrupt(cursor, &tx).await,
                 _ = touch.tick() => {
                     let _ = self.app.bus.touch_session(&self.session).await;
                 }
@@ -233,7 +261,10 @@ impl RequestPump {
                     }
                     *last = progress;
                 }
-                Frame::message(id, message.clone(), false)
+                record_delivery(&self.app, message, event.emitted_ms);
+                // Written here rather than cloned as a tree: one allocation, not one per node.
+                let json = serde_json::to_string(message).unwrap_or_default();
+                Frame::message(id, Payload::Encoded(json), false)
             }
             EventBody::Response(response) => {
                 if let Some(request) = self.open.remove(&stream)
@@ -250,7 +281,8 @@ impl RequestPump {
                         .with_label_values(&[method.as_str(), outcome])
                         .inc();
                 }
-                Frame::message(id, response.clone(), true)
+                record_delivery(&self.app, response, event.emitted_ms);
+                Frame::message(id, Payload::Value(response.clone()), true)
             }
             EventBody::End => {
                 self.open.remove(&stream);
@@ -264,9 +296,6 @@ impl RequestPump {
                 });
             }
         };
-        if let Some(data) = &frame.data {
-            record_delivery(&self.app, data, event.emitted_ms);
-        }
         if tx.send(frame).await.is_err() {
             return Some(PumpEnd::ClientGone);
         }
@@ -422,10 +451,7 @@ impl StandalonePump {
                 .events_replayed
                 .inc_by(replay.events.len() as u64);
             for event in replay.events {
-                if let Some(end) = self
-                    .deliver_broadcast(event.seq, &event.message, event.emitted_ms, tx)
-                    .await
-                {
+                if let Some(end) = self.deliver_broadcast(&event, tx).await {
                     return end;
                 }
             }
@@ -434,9 +460,15 @@ impl StandalonePump {
 
         let mut touch = tokio::time::interval(self.app.touch_interval());
         touch.tick().await;
+        // Made once, not per event: each registers a waiter, and 10,000 streams re-arming
+        // them on every broadcast was measurable.
+        let client_gone = tx.closed();
+        let draining = self.app.draining.clone();
+        let draining = draining.cancelled();
+        tokio::pin!(client_gone, draining);
         loop {
             tokio::select! {
-                () = tx.closed() => return PumpEnd::ClientGone,
+                () = &mut client_gone => return PumpEnd::ClientGone,
                 live = self.subscription.receiver.recv() => match live {
                     Ok(Live::Event(event)) => {
                         if let Some(end) = self.deliver_session_event(&event, tx).await {
@@ -456,7 +488,7 @@ impl StandalonePump {
                 },
                 live = self.broadcasts.receiver.recv() => match live {
                     Ok(event) => {
-                        if let Some(end) = self.deliver_broadcast(event.seq, &event.message, event.emitted_ms, tx).await {
+                        if let Some(end) = self.deliver_broadcast(&event, tx).await {
                             return end;
                         }
                     }
@@ -467,7 +499,7 @@ impl StandalonePump {
                     }
                     Err(RecvError::Closed) => return PumpEnd::Interrupted,
                 },
-                () = self.app.draining.cancelled() => return self.interrupt(tx).await,
+                () = &mut draining => return self.interrupt(tx).await,
                 _ = touch.tick() => {
                     if self.listen.is_some() {
                         let _ = self.app.bus.touch_session(&self.session).await;
@@ -497,27 +529,30 @@ impl StandalonePump {
         let EventBody::Message(message) = &event.body else {
             return None;
         };
-        self.send(message, event.emitted_ms, tx).await
+        let encode = || Payload::Encoded(serde_json::to_string(message).unwrap_or_default());
+        self.send(message, event.emitted_ms, encode, tx).await
     }
 
     async fn deliver_broadcast(
         &mut self,
-        seq: u64,
-        message: &Value,
-        emitted_ms: u64,
+        event: &BroadcastEvent,
         tx: &mpsc::Sender<Frame>,
     ) -> Option<PumpEnd> {
-        if seq <= self.cursor.broadcast_seq {
+        if event.seq <= self.cursor.broadcast_seq {
             return None;
         }
-        self.cursor.broadcast_seq = seq;
-        self.send(message, emitted_ms, tx).await
+        self.cursor.broadcast_seq = event.seq;
+        let shared = || Payload::Shared(event.json());
+        self.send(&event.message, event.emitted_ms, shared, tx)
+            .await
     }
 
+    /// Sends `message` (as `payload` makes it, unless a listen filter rewrites it).
     async fn send(
         &self,
         message: &Value,
         emitted_ms: u64,
+        payload: impl FnOnce() -> Payload,
         tx: &mpsc::Sender<Frame>,
     ) -> Option<PumpEnd> {
         let frame = match &self.listen {
@@ -526,7 +561,7 @@ impl StandalonePump {
                 if !LogLevel::message_passes(message, self.log_level) {
                     return None;
                 }
-                Frame::message(EventId::Standalone(self.cursor), message.clone(), false)
+                Frame::message(EventId::Standalone(self.cursor), payload(), false)
             }
         };
         record_delivery(&self.app, message, emitted_ms);
@@ -567,17 +602,14 @@ fn record_delivery(app: &AppState, message: &Value, emitted_ms: u64) {
         message.get("method").and_then(Value::as_str),
         message.get("id"),
     ) {
-        (Some(_), Some(_)) => "request",
-        (Some("notifications/progress"), None) => "progress",
-        (Some("notifications/message"), None) => "message",
-        (Some(_), None) => "other",
-        (None, _) => "response",
+        (Some(_), Some(_)) => DeliveryKind::Request,
+        (Some("notifications/progress"), None) => DeliveryKind::Progress,
+        (Some("notifications/message"), None) => DeliveryKind::Message,
+        (Some(_), None) => DeliveryKind::Other,
+        (None, _) => DeliveryKind::Response,
     };
     let metrics = &app.metrics;
-    metrics
-        .notifications_delivered
-        .with_label_values(&[kind])
-        .inc();
+    metrics.delivered(kind).inc();
     let latency_ms = mcp_bus::now_ms().saturating_sub(emitted_ms);
     metrics.delivery_latency.observe(latency_ms as f64 / 1000.0);
 }

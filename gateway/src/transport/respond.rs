@@ -1,7 +1,7 @@
 //! Shaping answers: SSE streams from frames, or plain JSON.
 
 use crate::state::AppState;
-use crate::transport::pump::Frame;
+use crate::transport::pump::{Frame, Payload};
 use crate::transport::session::SESSION_HEADER;
 use axum::Json;
 use axum::body::Body;
@@ -43,9 +43,12 @@ fn append_frame(frame: &Frame, event_ids: bool, out: &mut Vec<u8>) {
         return;
     }
     out.extend_from_slice(b"data: ");
-    if let Some(data) = &frame.data {
+    match &frame.data {
         // Serializing a `Value` into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, data);
+        Some(Payload::Value(data)) => drop(serde_json::to_writer(&mut *out, data)),
+        Some(Payload::Encoded(json)) => out.extend_from_slice(json.as_bytes()),
+        Some(Payload::Shared(json)) => out.extend_from_slice(json.as_bytes()),
+        None => {}
     }
     out.extend_from_slice(b"\n\n");
 }
@@ -72,30 +75,30 @@ pub fn sse_without_ids(app: &AppState, frames: mpsc::Receiver<Frame>) -> Respons
 }
 
 fn sse_stream(app: &AppState, frames: mpsc::Receiver<Frame>, event_ids: bool) -> Response {
-    let every = app.config.keepalive();
-    let keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    // Ticks at half the interval; a tick sends a comment only if nothing went out since the
+    // tick before, so a stream is never silent for longer than the interval. The timer is
+    // not re-armed per frame: moving a timer entry on every event of every stream cost more
+    // than these ticks.
+    let half = app.config.keepalive() / 2;
+    let keep_alive = tokio::time::interval_at(tokio::time::Instant::now() + half, half);
     let body = futures::stream::unfold(
-        (frames, keep_alive),
-        move |(mut frames, mut keep_alive)| async move {
-            let chunk = tokio::select! {
-                frame = frames.recv() => {
-                    let frame = frame?;
-                    keep_alive.reset();
-                    let mut out = Vec::with_capacity(512);
-                    append_frame(&frame, event_ids, &mut out);
-                    // What is already queued joins this chunk. A closed channel still gets
-                    // this chunk out; the next `recv` then ends the stream.
-                    while out.len() < COALESCE_BYTES {
-                        match frames.try_recv() {
-                            Ok(next) => append_frame(&next, event_ids, &mut out),
-                            Err(_) => break,
+        (frames, keep_alive, false),
+        move |(mut frames, mut keep_alive, mut sent)| async move {
+            let chunk = loop {
+                tokio::select! {
+                    frame = frames.recv() => {
+                        let frame = frame?;
+                        sent = true;
+                        break frame_chunk(frame, &mut frames, event_ids);
+                    }
+                    _ = keep_alive.tick() => {
+                        if !std::mem::take(&mut sent) {
+                            break Bytes::from_static(KEEP_ALIVE);
                         }
                     }
-                    Bytes::from(out)
                 }
-                _ = keep_alive.tick() => Bytes::from_static(KEEP_ALIVE),
             };
-            Some((Ok::<_, Infallible>(chunk), (frames, keep_alive)))
+            Some((Ok::<_, Infallible>(chunk), (frames, keep_alive, sent)))
         },
     );
     let mut response = Response::new(Body::from_stream(body));
@@ -108,6 +111,21 @@ fn sse_stream(app: &AppState, frames: mpsc::Receiver<Frame>, event_ids: bool) ->
     // Proxies such as nginx buffer responses unless told not to, which stalls SSE.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
+}
+
+/// One body chunk: `first`, and what is already queued behind it.
+fn frame_chunk(first: Frame, frames: &mut mpsc::Receiver<Frame>, event_ids: bool) -> Bytes {
+    let mut out = Vec::with_capacity(512);
+    append_frame(&first, event_ids, &mut out);
+    // What is already queued joins this chunk. A closed channel still gets this chunk out;
+    // the next `recv` then ends the stream.
+    while out.len() < COALESCE_BYTES {
+        match frames.try_recv() {
+            Ok(next) => append_frame(&next, event_ids, &mut out),
+            Err(_) => break,
+        }
+    }
+    Bytes::from(out)
 }
 
 /// A JSON response: one message, or an array for a batch.
@@ -132,7 +150,7 @@ pub async fn json_from_frames(
     let mut responses = Vec::new();
     while let Some(frame) = frames.recv().await {
         if frame.is_response
-            && let Some(data) = frame.data
+            && let Some(data) = frame.data.and_then(Payload::into_value)
         {
             responses.push(data);
         }
