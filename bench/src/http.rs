@@ -1,4 +1,6 @@
-//! Raw HTTP/1.1 over loopback: one hyper connection per logical client, optional source
+//! Raw HTTP over loopback: one HTTP/1.1 connection per logical client, or (with
+//! `--http2-connections`) HTTP/2 streams multiplexed over a few prior-knowledge h2c
+//! connections per server, as a fronting HTTP/2 proxy would send them; optional source
 //! addresses (127.0.0.x) so tens of thousands of connections do not run out of ports, and
 //! an incremental SSE parser.
 
@@ -7,10 +9,12 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::os::fd::AsRawFd;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::TcpSocket;
 
@@ -55,6 +59,10 @@ impl Target {
 pub struct Net {
     sources: Vec<IpAddr>,
     next: AtomicUsize,
+    /// HTTP/2: connections per server, and the open ones by server address.
+    h2_per_server: usize,
+    h2: Mutex<HashMap<SocketAddr, Vec<http2::SendRequest<Full<Bytes>>>>>,
+    h2_next: AtomicUsize,
 }
 
 impl Net {
@@ -71,10 +79,78 @@ impl Net {
         Self {
             sources,
             next: AtomicUsize::new(0),
+            h2_per_server: 0,
+            h2: Mutex::new(HashMap::new()),
+            h2_next: AtomicUsize::new(0),
         }
     }
 
+    /// Sends every request as an HTTP/2 stream over `per_server` shared connections to
+    /// each server (0: HTTP/1.1, a connection per client).
+    pub fn with_http2(mut self, per_server: usize) -> Self {
+        self.h2_per_server = per_server;
+        self
+    }
+
+    /// A client's connection: a new HTTP/1.1 one, or a handle on a shared HTTP/2 one.
     pub async fn connect(&self, target: &Target) -> Result<Conn> {
+        if self.h2_per_server == 0 {
+            return self.connect_http1(target).await;
+        }
+        let pick = self.h2_next.fetch_add(1, Ordering::Relaxed) % self.h2_per_server;
+        let existing = {
+            let pool = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+            pool.get(&target.addr)
+                .and_then(|conns| conns.get(pick))
+                .filter(|c| !c.is_closed())
+                .cloned()
+        };
+        let sender = match existing {
+            Some(sender) => sender,
+            None => {
+                // Two clients may race to open the same slot; the loser's connection is
+                // used once and replaced, which costs nothing measurable.
+                let sender = self.handshake_http2(target).await?;
+                let mut pool = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+                let conns = pool.entry(target.addr).or_default();
+                if pick < conns.len() {
+                    conns[pick] = sender.clone();
+                } else {
+                    conns.push(sender.clone());
+                }
+                sender
+            }
+        };
+        Ok(Conn {
+            sender: Sender::H2(sender),
+        })
+    }
+
+    async fn handshake_http2(&self, target: &Target) -> Result<http2::SendRequest<Full<Bytes>>> {
+        let stream = self.tcp(target).await?;
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+            .await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    async fn connect_http1(&self, target: &Target) -> Result<Conn> {
+        let stream = self.tcp(target).await?;
+        let (sender, conn) = http1::Builder::new()
+            .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+            .await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Conn {
+            sender: Sender::H1(sender),
+        })
+    }
+
+    async fn tcp(&self, target: &Target) -> Result<tokio::net::TcpStream> {
         let socket = if target.addr.is_ipv4() {
             TcpSocket::new_v4()?
         } else {
@@ -102,19 +178,19 @@ impl Net {
             .await
             .with_context(|| format!("connecting to {}", target.addr))?;
         stream.set_nodelay(true)?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-            .await?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(Conn { sender })
+        Ok(stream)
     }
 }
 
-/// One HTTP/1.1 connection; requests on it go one at a time.
+/// One client's connection: its own HTTP/1.1 connection (requests one at a time), or a
+/// handle on a shared HTTP/2 connection (each request a stream of it).
 pub struct Conn {
-    sender: http1::SendRequest<Full<Bytes>>,
+    sender: Sender,
+}
+
+enum Sender {
+    H1(http1::SendRequest<Full<Bytes>>),
+    H2(http2::SendRequest<Full<Bytes>>),
 }
 
 /// What a request carries besides method and body.
@@ -133,10 +209,14 @@ impl Conn {
         headers: Headers<'_>,
         body: Option<Bytes>,
     ) -> Result<Response<Incoming>> {
-        let mut builder = Request::builder()
-            .method(method)
-            .uri(target.path.as_str())
-            .header(http::header::HOST, target.authority.clone());
+        let mut builder = Request::builder().method(method);
+        builder = match &self.sender {
+            Sender::H1(_) => builder
+                .uri(target.path.as_str())
+                .header(http::header::HOST, target.authority.clone()),
+            // HTTP/2 carries scheme and authority as pseudo-headers, from an absolute URI.
+            Sender::H2(_) => builder.uri(target.url.as_str()),
+        };
         if body.is_some() {
             builder = builder
                 .header(http::header::CONTENT_TYPE, "application/json")
@@ -154,12 +234,23 @@ impl Conn {
             builder = builder.header("last-event-id", id);
         }
         let request = builder.body(Full::new(body.unwrap_or_default()))?;
-        self.sender.ready().await?;
-        Ok(self.sender.send_request(request).await?)
+        match &mut self.sender {
+            Sender::H1(sender) => {
+                sender.ready().await?;
+                Ok(sender.send_request(request).await?)
+            }
+            Sender::H2(sender) => {
+                sender.ready().await?;
+                Ok(sender.send_request(request).await?)
+            }
+        }
     }
 
     pub fn is_closed(&self) -> bool {
-        self.sender.is_closed()
+        match &self.sender {
+            Sender::H1(sender) => sender.is_closed(),
+            Sender::H2(sender) => sender.is_closed(),
+        }
     }
 }
 

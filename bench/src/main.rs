@@ -56,6 +56,11 @@ pub struct Common {
     /// Runtime worker threads; 0 = the CPUs this process may run on.
     #[arg(long, global = true, default_value_t = 0)]
     pub threads: usize,
+    /// Speak HTTP/2 (prior-knowledge h2c) over this many connections per server, each
+    /// client's requests being streams of them, as behind an HTTP/2 proxy; 0 = HTTP/1.1
+    /// with a connection per client. The server allows 200 streams per connection.
+    #[arg(long, global = true, default_value_t = 0)]
+    pub http2_connections: usize,
     /// Connections being set up at once (fanout, setup phases).
     #[arg(long, global = true, default_value_t = 128)]
     pub connect_concurrency: usize,
@@ -157,7 +162,7 @@ fn main() -> Result<()> {
         };
         let ctx = Arc::new(Ctx {
             procs: stats::Procs::parse(&cli.common.pids)?,
-            net: http::Net::new(src_ips),
+            net: http::Net::new(src_ips).with_http2(cli.common.http2_connections),
             targets,
             common: cli.common.clone(),
         });
@@ -176,6 +181,7 @@ fn main() -> Result<()> {
             "protocol_version": ctx.common.protocol_version,
             "bench_threads": threads,
             "src_ips": src_ips,
+            "http2_connections": ctx.common.http2_connections,
             "loadavg_start": load_start,
             "loadavg_end": loadavg(),
             "unix_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),

@@ -163,6 +163,16 @@ impl RawClient {
         }
     }
 
+    /// The same client speaking HTTP/2 without TLS (prior knowledge, as a fronting HTTP/2
+    /// proxy does): its requests and streams share one connection per gateway.
+    pub fn over_http2(mut self) -> Self {
+        self.http = reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .expect("reqwest client");
+        self
+    }
+
     /// A client whose requests rotate over `urls`, one after the other.
     pub fn rotating(urls: &[String]) -> Self {
         let mut client = Self::new(&urls[0]);

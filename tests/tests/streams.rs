@@ -530,6 +530,43 @@ async fn sse_responses_carry_proxy_friendly_headers(kind: Kind) {
     drop(SseReader::new(r));
 }
 
+/// Behind an HTTP/2 front (h2c, prior knowledge) a session's POSTs, its standalone stream
+/// and its request streams are streams of one connection; they work as over HTTP/1.1.
+async fn http2_streams_share_one_connection(kind: Kind) {
+    let d = start(kind, &[]).await;
+    let mut client = RawClient::rotating(&d.urls()).over_http2();
+    client.initialize("2025-11-25").await.unwrap();
+    let listener = client.clone();
+    let response = listener.get(None).await.unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+    let mut standalone = SseReader::new(response);
+    let priming = standalone.next(WAIT).await.unwrap().unwrap();
+    assert!(priming.id.starts_with("s."), "{priming:?}");
+
+    // A call's progress streams back while the standalone stream stays open beside it.
+    let events = client
+        .call_tool(
+            1,
+            "long_running_operation",
+            json!({"steps": 5, "step_ms": 0}),
+            Some("h2"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        progress_values(&messages(&events)),
+        vec![1.0, 2.0, 3.0, 4.0, 5.0]
+    );
+    client
+        .call_tool(2, "broadcast", json!({"message": "over h2"}), None)
+        .await
+        .unwrap();
+    let (_, m) = standalone.next_message(WAIT).await.unwrap().unwrap();
+    assert_eq!(m["params"]["data"], "over h2");
+    assert_eq!(client.delete().await.unwrap(), 204);
+}
+
 /// Runs each named test against a standalone gateway and against a Redis cluster.
 macro_rules! in_both {
     ($($name:ident),* $(,)?) => {$(
@@ -560,4 +597,5 @@ in_both!(
     a_new_standalone_stream_takes_over_from_the_old_one,
     a_slow_client_is_cut_off_and_resumes_without_loss,
     sse_responses_carry_proxy_friendly_headers,
+    http2_streams_share_one_connection,
 );
