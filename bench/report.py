@@ -66,6 +66,16 @@ def load(r):
     return "–" if v is None else f"{v:.1f}"
 
 
+def transport(r):
+    """HTTP/1.1 (a connection per stream) or HTTP/2 (streams multiplexed over a few)."""
+    n = r.get("http2_connections") or 0
+    return f"HTTP/2 over {n:,} conns" if n else "HTTP/1.1"
+
+
+def h1(r):
+    return not r.get("http2_connections")
+
+
 def lat(r, key="latency"):
     l = r.get(key) or {}
     return l.get("p50_ms"), l.get("p90_ms"), l.get("p99_ms"), l.get("max_ms")
@@ -180,20 +190,25 @@ def main() -> None:
           f"{fl['writes_per_s']:,.0f} writes/s on one core with no server logic at all (best of {len(floors)}). "
           "A delivery is at least one such write, so this caps the deliveries/s of one core.")
         w("")
-    w("| set-up | streams | deliveries/s | p50 ms | p90 ms | p99 ms | max ms | loss | dup | errors | RSS KiB/session | setups/s while opening | load |")
-    w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    w("HTTP/1.1 rows hold one connection per stream, as clients connecting directly do. HTTP/2 rows "
+      "(prior-knowledge h2c) multiplex the same streams over a few connections per gateway, as an HTTP/2 "
+      "front proxy (Envoy, Traefik) sends them: one write then "
+      "carries many streams' events, and the per-connection buffers are shared.")
+    w("")
+    w("| set-up | transport | streams | deliveries/s | p50 ms | p90 ms | p99 ms | max ms | loss | dup | errors | RSS KiB/session | setups/s while opening | load |")
+    w("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     fan_rows = []
     for s in setups:
         for r in by.get(("fanout", s), []):
             if r.get("failed"):
-                w(f"| {SETUP_NAMES[s]} | failed: {r.get('error','')[:100]} ||||||||||")
+                w(f"| {SETUP_NAMES[s]} | {transport(r)} | failed: {r.get('error','')[:100]} ||||||||||||")
                 continue
             fan_rows.append((s, r))
             rss = r.get("rss", {})
             kind = "gateway" if "gateway" in rss else "server"
             per = rss.get(kind, {}).get("per_session_kib")
             p50, p90, p99, mx = lat(r)
-            w(f"| {SETUP_NAMES[s]} | {fmt(r['sessions'])} | {fmt(r['deliveries_per_s'])} | {fmt(p50, 2)} | {fmt(p90, 2)} | "
+            w(f"| {SETUP_NAMES[s]} | {transport(r)} | {fmt(r['sessions'])} | {fmt(r['deliveries_per_s'])} | {fmt(p50, 2)} | {fmt(p90, 2)} | "
               f"{fmt(p99, 2)} | {fmt(mx, 2)} | {r['loss']} | {r['duplicates']} | {r['errors']} | {fmt(per, 1)} | "
               f"{fmt(r.get('setups_per_s'))} | {load(r)} |")
     w("")
@@ -262,7 +277,8 @@ def main() -> None:
               f"{cpu_cell(r, 'redis')} | {cpu_cell(r, 'bench')} |")
         for s2, r in fan_rows:
             if s2 == s:
-                w(f"| {SETUP_NAMES[s]} | fanout {r['sessions']:,} | {cpu_cell(r, 'server')} | {cpu_cell(r, 'gateway')} | "
+                via = "" if h1(r) else ", HTTP/2"
+                w(f"| {SETUP_NAMES[s]} | fanout {r['sessions']:,}{via} | {cpu_cell(r, 'server')} | {cpu_cell(r, 'gateway')} | "
                   f"{cpu_cell(r, 'worker')} | {cpu_cell(r, 'redis')} | {cpu_cell(r, 'bench')} |")
     w("")
 
@@ -287,30 +303,37 @@ def main() -> None:
         p99 = r1["latency"].get("p99_ms", 1e9)
         w(f"| `calls` Redis 1+1 ≥ 0.5× rmcp, p99 < 50 ms | {fmt(r1['calls_per_s'])} calls/s = {r_:.2f}× rmcp, p99 {p99} ms | "
           f"{status(r_ >= 0.5 and p99 < 50)} |")
-    f10 = one("fanout", "standalone", lambda r: r["sessions"] == 10000)
-    if f10:
-        per = f10["rss"].get("gateway", {}).get("per_session_kib", 1e9)
-        p99 = f10["latency"].get("p99_ms", 1e9)
-        ok_all = f10["loss"] == 0 and f10["errors"] == 0
-        w(f"| `fanout` standalone 10,000 streams: ≤ 16 KiB RSS each | {per} KiB/session | {status(per <= 16)} |")
-        w(f"| `fanout` standalone 10,000 streams: p99 < 100 ms | p99 {p99} ms | {status(p99 < 100)} |")
-        w(f"| `fanout` standalone 10,000 streams: ≥ 200,000 deliveries/s | {fmt(f10['deliveries_per_s'])}/s | "
-          f"{status(f10['deliveries_per_s'] >= 200000)} |")
-    f2 = one("fanout", "redis2", lambda r: r["sessions"] == 10000)
-    if f2:
-        p99 = f2["latency"].get("p99_ms", 1e9)
-        w(f"| `fanout` Redis, 2 gateways, 10,000 streams: p99 < 200 ms | p99 {p99} ms, loss {f2['loss']} | "
-          f"{status(p99 < 200 and f2['loss'] == 0)} |")
-    big = [r for r in by.get(("fanout", "standalone"), []) if not r.get("failed") and r["sessions"] > 10000]
-    f50 = max(big, key=lambda r: r["sessions"]) if big else None
-    if f50:
-        capped = "" if f50["sessions"] >= 50000 else f" (capped at {f50['sessions']:,} by RLIMIT_NOFILE)"
-        w(f"| `fanout` 50,000 streams on one gateway without errors{capped} | {f50['streams_open']:,} open, errors {f50['errors']}, "
-          f"loss {f50['loss']}, p99 {f50['latency'].get('p99_ms')} ms, {f50['rss'].get('gateway', {}).get('per_session_kib')} KiB/session | "
-          f"{status(f50['errors'] == 0 and f50['loss'] == 0 and f50['sessions'] >= 50000)} |")
-    else:
-        w("| `fanout` 50,000 streams on one gateway without errors | not run at default sizes; `bench/run.sh --full` runs the "
-          "largest size RLIMIT_NOFILE allows (see the analysis below) | – |")
+    # Each fan-out target is judged per transport: HTTP/1.1 (a connection per stream) and
+    # HTTP/2 (streams multiplexed, as behind an HTTP/2 front).
+    for via, pick in (("HTTP/1.1", h1), ("HTTP/2", lambda r: not h1(r))):
+        f10 = one("fanout", "standalone", lambda r: r["sessions"] == 10000 and pick(r))
+        if f10:
+            per = f10["rss"].get("gateway", {}).get("per_session_kib", 1e9)
+            p99 = f10["latency"].get("p99_ms", 1e9)
+            w(f"| `fanout` standalone 10,000 streams, {via}: ≤ 16 KiB RSS each | {per} KiB/session | {status(per <= 16)} |")
+            w(f"| `fanout` standalone 10,000 streams, {via}: p99 < 100 ms | p99 {p99} ms | {status(p99 < 100)} |")
+            w(f"| `fanout` standalone 10,000 streams, {via}: ≥ 200,000 deliveries/s | {fmt(f10['deliveries_per_s'])}/s | "
+              f"{status(f10['deliveries_per_s'] >= 200000)} |")
+    for via, pick in (("HTTP/1.1", h1), ("HTTP/2", lambda r: not h1(r))):
+        f2 = one("fanout", "redis2", lambda r: r["sessions"] == 10000 and pick(r))
+        if f2:
+            p99 = f2["latency"].get("p99_ms", 1e9)
+            w(f"| `fanout` Redis, 2 gateways, 10,000 streams, {via}: p99 < 200 ms | p99 {p99} ms, loss {f2['loss']} | "
+              f"{status(p99 < 200 and f2['loss'] == 0)} |")
+    for via, pick in (("HTTP/1.1", h1), ("HTTP/2", lambda r: not h1(r))):
+        big = [r for r in by.get(("fanout", "standalone"), [])
+               if not r.get("failed") and r["sessions"] > 10000 and pick(r)]
+        f50 = max(big, key=lambda r: r["sessions"]) if big else None
+        if f50:
+            capped = "" if f50["sessions"] >= 50000 else f" (capped at {f50['sessions']:,} by RLIMIT_NOFILE)"
+            w(f"| `fanout` 50,000 streams on one gateway without errors, {via}{capped} | {f50['streams_open']:,} open, "
+              f"errors {f50['errors']}, loss {f50['loss']}, p99 {f50['latency'].get('p99_ms')} ms, "
+              f"{f50['rss'].get('gateway', {}).get('per_session_kib')} KiB/session | "
+              f"{status(f50['errors'] == 0 and f50['loss'] == 0 and f50['sessions'] >= 50000)} |")
+        elif via == "HTTP/1.1":
+            w("| `fanout` 50,000 streams on one gateway without errors, HTTP/1.1 | not run at default sizes (one socket per "
+              "stream: RLIMIT_NOFILE caps it at ~19,000 here); `bench/run.sh --full` runs the largest size the limit "
+              "allows | – |")
     ss = best("sessions", "standalone", "setups_per_s")
     if ss:
         w(f"| `sessions` standalone ≥ 5,000 setups/s | {fmt(ss['setups_per_s'])}/s | {status(ss['setups_per_s'] >= 5000)} |")

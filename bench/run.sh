@@ -2,7 +2,7 @@
 # Runs the benchmark matrix and writes docs/benchmarks.md.
 #
 #   bench/run.sh                 # default sizes: a few minutes
-#   bench/run.sh --full          # the full sizes (10k/50k streams, longer runs)
+#   bench/run.sh --full          # longer runs, plus the largest HTTP/1.1 fan-out one process can hold
 #   bench/run.sh --skip-build    # reuse the release binaries and the FastMCP venv
 #   bench/run.sh --setups "rmcp standalone"   # a subset (fastmcp rmcp standalone redis1 redis2)
 #   bench/run.sh --rounds 5      # rounds of `calls` and `sessions` (default 3; the report takes the best)
@@ -53,6 +53,11 @@ else
   CALLS_SECS=8; SESS_SECS=5; RESUME_SECS=8
   FANOUT_BIG=10000; FANOUT_HUGE=0
 fi
+# HTTP/2 runs: streams multiplexed over this many connections per gateway (the gateway
+# allows 200 streams on one connection), as an HTTP/2 front proxy sends them. One socket
+# per stream is what caps HTTP/1.1 at RLIMIT_NOFILE; over HTTP/2 50,000 streams fit.
+H2_CONNS=100
+H2_HUGE=50000; H2_HUGE_CONNS=250
 
 # ---------------------------------------------------------------- build
 BENCH="$ROOT/target/release/mcp-bench"
@@ -242,6 +247,13 @@ for s in $SETUPS; do
     fastmcp) ;;  # 10k streams: FastMCP caps sessions at 10,000 and needs minutes to set them up
     *) bench "$s" fanout -n "$FANOUT_BIG" -k 10 ;;
   esac
+  case "$s" in
+    # The peers are built without HTTP/2 (rmcp's axum has no http2 feature; uvicorn has none).
+    standalone|redis1|redis2) bench "$s" fanout -n 10000 -k 10 --http2-connections "$H2_CONNS" ;;
+  esac
+  if [[ $s == standalone ]]; then
+    bench "$s" fanout -n "$H2_HUGE" -k 10 --settle-secs 30 --http2-connections "$H2_HUGE_CONNS"
+  fi
   if [[ $s == standalone && $FANOUT_HUGE -gt 0 ]]; then
     bench "$s" fanout -n "$FANOUT_HUGE" -k 10 --settle-secs 30
   fi
