@@ -93,7 +93,11 @@ def main() -> None:
     rows = [json.loads(l) for l in open(a.results) if l.strip().startswith("{")]
     by = defaultdict(list)
     for r in rows:
-        by[(r.get("workload"), r.get("label"))].append(r)
+        workload = r.get("workload")
+        # Calls over the stateless revision get a table of their own.
+        if workload == "calls" and str(r.get("protocol_version", "")) >= "2026-07-28":
+            workload = "calls-stateless"
+        by[(workload, r.get("label"))].append(r)
 
     def one(workload, label, pred=lambda r: True):
         for r in by.get((workload, label), []):
@@ -170,6 +174,32 @@ def main() -> None:
           f"{fmt(p90, 2)} | {fmt(p99, 2)} | {fmt(mx, 2)} | {sum_of('calls', s, 'errors')} | {sum_of('calls', s, 'bad_sequences')} | "
           f"{load(r)} | {rounds('calls', s, 'calls_per_s')} |")
     w("")
+
+    # ------------------------------------------------------------ calls, stateless
+    if any(k[0] == "calls-stateless" for k in by):
+        w("## `calls` over the stateless revision (2026-07-28)")
+        w("")
+        w("The same loop without sessions: no `initialize`; each call carries its version and capabilities in "
+          "`_meta` and mirrors its method and tool name in `Mcp-Method`/`Mcp-Name`; progress streams back on the "
+          "request's own SSE response (no event ids). Only the gateway speaks this revision. The last columns "
+          "compare with the same set-up's session-protocol `calls` above and give CPU time per progress "
+          "notification.")
+        w("")
+        w("| set-up | calls/s | × session protocol | p50 ms | p90 ms | p99 ms | max ms | errors | bad seq | gateway µs | worker µs | Redis µs | load | rounds (calls/s) |")
+        w("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+        for s in setups:
+            r = best("calls-stateless", s, "calls_per_s")
+            if not r:
+                continue
+            session = best("calls", s, "calls_per_s")
+            p50, p90, p99, mx = lat(r)
+            cpu = r.get("cpu") or {}
+            us = lambda k: fmt((cpu.get(k) or {}).get("cpu_us_per_notification"), 2)
+            w(f"| {SETUP_NAMES[s]} | {fmt(r['calls_per_s'])} | {ratio(r['calls_per_s'], session and session['calls_per_s'])} | "
+              f"{fmt(p50, 2)} | {fmt(p90, 2)} | {fmt(p99, 2)} | {fmt(mx, 2)} | {sum_of('calls-stateless', s, 'errors')} | "
+              f"{sum_of('calls-stateless', s, 'bad_sequences')} | {us('gateway')} | {us('worker')} | {us('redis')} | {load(r)} | "
+              f"{rounds('calls-stateless', s, 'calls_per_s')} |")
+        w("")
 
     # ------------------------------------------------------------ fanout
     w("## `fanout`: broadcasts to open GET streams")

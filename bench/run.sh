@@ -238,6 +238,11 @@ for round in $(seq 1 "$ROUNDS"); do
   for s in $SETUPS; do
     log "round $round/$ROUNDS"
     bench "$s" calls -c 50 -s 10 --step-ms 0 --duration-secs "$CALLS_SECS" --warmup-secs 2
+    case "$s" in
+      # The same calls over the stateless revision; the peers do not speak it.
+      standalone|redis1|redis2)
+        bench "$s" calls -c 50 -s 10 --step-ms 0 --duration-secs "$CALLS_SECS" --warmup-secs 2 --protocol-version 2026-07-28 ;;
+    esac
     bench "$s" sessions -c 50 --duration-secs "$SESS_SECS"
   done
 done

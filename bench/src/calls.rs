@@ -1,6 +1,8 @@
 //! `calls`: C clients, each with its own session and connection, loop
 //! `tools/call long_running_operation {steps: S, step_ms}` with a progress token and check
-//! that every call got exactly S increasing progress notifications, then its result.
+//! that every call got exactly S increasing progress notifications, then its result. With
+//! `--protocol-version 2026-07-28` there are no sessions: every call stands alone, its
+//! version in `_meta` and its method and tool mirrored in headers.
 
 use crate::http::{self, Conn, Sse};
 use crate::mcp::{self, Msg, Session};
@@ -52,7 +54,12 @@ pub async fn run(ctx: Arc<Ctx>, args: CallsArgs) -> Result<(String, serde_json::
     for i in 0..args.clients {
         let target = ctx.target(i);
         let mut conn = ctx.net.connect(target).await?;
-        let session = mcp::open_session(&mut conn, target, &ctx.common.protocol_version).await?;
+        let version = &ctx.common.protocol_version;
+        let session = if mcp::is_stateless_version(version) {
+            Session::stateless(version)
+        } else {
+            mcp::open_session(&mut conn, target, version).await?
+        };
         clients.push((i, conn, session));
     }
     let version = clients
@@ -156,12 +163,18 @@ async fn client(
         n += 1;
         let token = format!("c{index}-{n}");
         // Request ids unique across clients: some servers key streams by request id alone.
-        let body = mcp::tool_call(
-            ((index as u64) << 32) | n,
-            "long_running_operation",
-            &arguments,
-            Some(&token),
-        );
+        let id = ((index as u64) << 32) | n;
+        let body = if session.is_stateless() {
+            mcp::stateless_tool_call(
+                id,
+                "long_running_operation",
+                &arguments,
+                Some(&token),
+                &session.version,
+            )
+        } else {
+            mcp::tool_call(id, "long_running_operation", &arguments, Some(&token))
+        };
         if conn.is_closed() {
             // The server closed an idle keep-alive connection: not an error of this call.
             match ctx.net.connect(&target).await {
@@ -220,9 +233,12 @@ async fn one_call(
     steps: u32,
     events: &mut Vec<http::Event>,
 ) -> Result<(u64, bool)> {
-    let response = conn
-        .send(target, Method::POST, session.headers(), Some(body))
-        .await?;
+    let mut headers = session.headers();
+    if session.is_stateless() {
+        headers.method = Some("tools/call");
+        headers.name = Some("long_running_operation");
+    }
+    let response = conn.send(target, Method::POST, headers, Some(body)).await?;
     let response = http::expect_status(response, &[hyper::StatusCode::OK]).await?;
     let sse = http::is_sse(&response);
     let mut body = response.into_body();

@@ -199,6 +199,9 @@ pub struct Headers<'a> {
     pub session: Option<&'a str>,
     pub version: Option<&'a str>,
     pub last_event_id: Option<&'a str>,
+    /// `Mcp-Method` and `Mcp-Name` (2026-07-28 requests mirror these from the body).
+    pub method: Option<&'a str>,
+    pub name: Option<&'a str>,
 }
 
 impl Conn {
@@ -232,6 +235,12 @@ impl Conn {
         }
         if let Some(id) = headers.last_event_id {
             builder = builder.header("last-event-id", id);
+        }
+        if let Some(method) = headers.method {
+            builder = builder.header("mcp-method", method);
+        }
+        if let Some(name) = headers.name {
+            builder = builder.header("mcp-name", name);
         }
         let request = builder.body(Full::new(body.unwrap_or_default()))?;
         match &mut self.sender {

@@ -89,7 +89,8 @@ impl<'de: 'a, 'a> Deserialize<'de> for Data<'a> {
     }
 }
 
-/// A session on one server.
+/// A session on one server; for the stateless revision (2026-07-28), no session at all:
+/// every request carries its version itself.
 #[derive(Debug, Clone)]
 pub struct Session {
     pub id: String,
@@ -97,13 +98,31 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn headers(&self) -> Headers<'_> {
-        Headers {
-            session: Some(&self.id),
-            version: Some(&self.version),
-            last_event_id: None,
+    /// Requests without a session, in a stateless revision.
+    pub fn stateless(version: &str) -> Self {
+        Self {
+            id: String::new(),
+            version: version.to_string(),
         }
     }
+
+    /// True for the stateless revision (no `initialize`, no session id).
+    pub fn is_stateless(&self) -> bool {
+        self.id.is_empty()
+    }
+
+    pub fn headers(&self) -> Headers<'_> {
+        Headers {
+            session: (!self.is_stateless()).then_some(self.id.as_str()),
+            version: Some(&self.version),
+            ..Headers::default()
+        }
+    }
+}
+
+/// Whether `version` is a stateless revision (2026-07-28 and later): no `initialize`.
+pub fn is_stateless_version(version: &str) -> bool {
+    version.as_bytes() >= b"2026-07-28".as_slice()
 }
 
 /// initialize + notifications/initialized on `conn`.
@@ -192,6 +211,28 @@ pub fn tool_call(id: u64, name: &str, arguments: &str, progress_token: Option<&s
         Some(t) => format!(r#","_meta":{{"progressToken":"{t}"}}"#),
         None => String::new(),
     };
+    tool_call_with_meta(id, name, arguments, &meta)
+}
+
+/// A `tools/call` body for a stateless revision: its version and capabilities in `_meta`.
+pub fn stateless_tool_call(
+    id: u64,
+    name: &str,
+    arguments: &str,
+    progress_token: Option<&str>,
+    version: &str,
+) -> Bytes {
+    let token = match progress_token {
+        Some(t) => format!(r#""progressToken":"{t}","#),
+        None => String::new(),
+    };
+    let meta = format!(
+        r#","_meta":{{{token}"io.modelcontextprotocol/protocolVersion":"{version}","io.modelcontextprotocol/clientCapabilities":{{}}}}"#
+    );
+    tool_call_with_meta(id, name, arguments, &meta)
+}
+
+fn tool_call_with_meta(id: u64, name: &str, arguments: &str, meta: &str) -> Bytes {
     Bytes::from(format!(
         r#"{{"jsonrpc":"2.0","id":{id},"method":"tools/call","params":{{"name":"{name}","arguments":{arguments}{meta}}}}}"#
     ))
