@@ -22,6 +22,10 @@
 # (or: RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir fuzz -O -a -s none <target> <artifact>)
 # and turn it into a regression test.
 #
+# The grown corpus is kept small: once a target's holds more than FUZZ_CORPUS_MAX inputs
+# (default 1000), libFuzzer's `-merge=1` rewrites it as the smallest set with the same
+# coverage, so runs do not slow down as it grows.
+#
 # Environment: FUZZ_SANITIZER (default none: the code under test is safe Rust, where a
 # bug is a panic or an overflow, both caught without a sanitizer at twice the speed; set
 # `address` for ASan), FUZZ_TARGETS (a space-separated subset), FUZZ_CACHE_DIR (instead
@@ -37,6 +41,7 @@ FUZZ_DIR="$(cd "$(dirname "$0")" && pwd)"
 SANITIZER="${FUZZ_SANITIZER:-none}"
 CACHE_DIR="${FUZZ_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mcp-notify-gateway}"
 CORPUS_DIR="$CACHE_DIR/fuzz-corpus"
+CORPUS_MAX="${FUZZ_CORPUS_MAX:-1000}"
 mkdir -p "$CACHE_DIR" "$CORPUS_DIR"
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="$CACHE_DIR/fuzz-target"
@@ -85,7 +90,19 @@ for target in "${TARGETS[@]}"; do
   cov=$(grep -E '^#[0-9]+' "$log" | tail -1 | grep -o 'cov: [0-9]*' || true)
   if [[ $status -eq 0 ]]; then
     passed=$((passed + 1))
-    echo "   ok: ${runs:-?} executions, ${cov:-cov: ?}, corpus $(find "$corpus" -type f | wc -l) inputs"
+    size=$(find "$corpus" -type f | wc -l)
+    echo "   ok: ${runs:-?} executions, ${cov:-cov: ?}, corpus $size inputs"
+    if ((size > CORPUS_MAX)); then
+      merged="$corpus.merging"
+      rm -rf "$merged" && mkdir -p "$merged"
+      if "$BIN_DIR/$target" -merge=1 -timeout=10 -rss_limit_mb=2048 "$merged" "$corpus" >"$log.merge" 2>&1; then
+        rm -rf "$corpus" && mv "$merged" "$corpus"
+        echo "   corpus merged: $size -> $(find "$corpus" -type f | wc -l) inputs with the same coverage"
+      else
+        rm -rf "$merged"
+        echo "   corpus merge failed (kept as it was); the log is $log.merge"
+      fi
+    fi
   else
     failed=$((failed + 1))
     failures+=("$target")
