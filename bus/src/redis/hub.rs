@@ -269,6 +269,19 @@ impl Hub {
                     let ok = self.forward_event(&session, stored.into_event(seq));
                     return (!ok).then_some(Some(session));
                 }
+                "b" => {
+                    // A batch: consecutive events from `first`, one payload per line.
+                    let first: u64 = parts.next()?.parse().ok()?;
+                    for (seq, line) in (first..).zip(parts.next()?.split('\n')) {
+                        let Ok(stored) = serde_json::from_str::<StoredEvent>(line) else {
+                            // Unreadable: what follows would be a gap; the log repairs it.
+                            return Some(Some(session));
+                        };
+                        if !self.forward_event(&session, stored.into_event(seq)) {
+                            return Some(Some(session));
+                        }
+                    }
+                }
                 "c" => {
                     let claim: u64 = parts.next()?.parse().ok()?;
                     let stream: StreamTarget = serde_json::from_str(parts.next()?).ok()?;

@@ -42,6 +42,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashSet};
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{OnceCell, broadcast};
@@ -171,6 +172,10 @@ pub struct RedisBus {
     /// Workers of this process whose control channel is subscribed.
     control_subscribed: Mutex<HashSet<WorkerId>>,
     last_autoclaim: Mutex<std::time::Instant>,
+    /// The job stream's consumer group is known to exist. Cleared by a `NOGROUP` error
+    /// (Redis restarted empty), so the next read creates it again: asking on every job
+    /// cost a round trip per tool call.
+    job_group_ready: AtomicBool,
 }
 
 impl RedisBus {
@@ -225,6 +230,7 @@ impl RedisBus {
             consumer: Mutex::new(None),
             control_subscribed: Mutex::new(HashSet::new()),
             last_autoclaim: Mutex::new(std::time::Instant::now()),
+            job_group_ready: AtomicBool::new(false),
             config,
         });
         tokio::spawn(hub::dispatch_pushes(
@@ -283,6 +289,14 @@ impl RedisBus {
             })
             .await
             .cloned()
+    }
+
+    /// A failed read of the job stream; `NOGROUP` means the group must be made again.
+    fn job_read_error(&self, e: redis::RedisError) -> BusError {
+        if e.code() == Some("NOGROUP") {
+            self.job_group_ready.store(false, Ordering::Release);
+        }
+        redis_err(e)
     }
 
     async fn ensure_group(&self) -> Result<(), BusError> {
@@ -361,7 +375,7 @@ impl RedisBus {
                 StreamAutoClaimOptions::default().count(1),
             )
             .await
-            .map_err(redis_err)?;
+            .map_err(|e| self.job_read_error(e))?;
         let Some(entry) = reply.claimed.into_iter().next() else {
             return Ok(None);
         };
@@ -850,7 +864,10 @@ impl Bus for RedisBus {
     }
 
     async fn next_job(&self, worker: &WorkerId) -> Result<Job, BusError> {
-        self.ensure_group().await?;
+        if !self.job_group_ready.load(Ordering::Acquire) {
+            self.ensure_group().await?;
+            self.job_group_ready.store(true, Ordering::Release);
+        }
         *lock(&self.consumer) = Some(worker.clone());
         loop {
             let claim_due = {
@@ -881,7 +898,7 @@ impl Bus for RedisBus {
                         .block(block_ms),
                 )
                 .await
-                .map_err(redis_err)?;
+                .map_err(|e| self.job_read_error(e))?;
             let Some(entry) = reply
                 .and_then(|r| r.keys.into_iter().next())
                 .and_then(|k| k.ids.into_iter().next())

@@ -21,8 +21,10 @@ return seq
     )
 });
 
-/// Appends several session events of one stream and publishes each, with consecutive
-/// sequence numbers: `PUBLISH_EVENT` for a batch, in one round trip.
+/// Appends several session events of one stream, with consecutive sequence numbers, and
+/// publishes them as one message (`b FIRST` then the payloads, one per line: compact JSON
+/// has no raw newline): `PUBLISH_EVENT` for a batch, in one round trip and one pub/sub
+/// message, which every subscribed gateway decodes once instead of once per event.
 /// KEYS: session, log. ARGV: log max length, channel, ttl ms, payload... (at least one).
 /// Returns the last sequence number, or -1 when the session does not exist.
 pub static PUBLISH_EVENTS: LazyLock<Script> = LazyLock::new(|| {
@@ -31,11 +33,12 @@ pub static PUBLISH_EVENTS: LazyLock<Script> = LazyLock::new(|| {
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local n = #ARGV - 3
 local last = redis.call('HINCRBY', KEYS[1], 'seq', n)
+local payloads = {}
 for i = 1, n do
-  local seq = last - n + i
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], seq .. '-1', 'e', ARGV[3 + i])
-  redis.call('PUBLISH', ARGV[2], 'e ' .. seq .. ' ' .. ARGV[3 + i])
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], (last - n + i) .. '-1', 'e', ARGV[3 + i])
+  payloads[i] = ARGV[3 + i]
 end
+redis.call('PUBLISH', ARGV[2], 'b ' .. (last - n + 1) .. ' ' .. table.concat(payloads, '\n'))
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return last
