@@ -53,11 +53,12 @@ else
   CALLS_SECS=8; SESS_SECS=5; RESUME_SECS=8
   FANOUT_BIG=10000; FANOUT_HUGE=0
 fi
-# HTTP/2 runs: streams multiplexed over this many connections per gateway (the gateway
-# allows 200 streams on one connection), as an HTTP/2 front proxy sends them. One socket
+# HTTP/2 runs: streams multiplexed over this many connections per gateway, as an HTTP/2
+# front proxy sends them: 100 streams on each, below the 200 the gateway allows at once on
+# one connection (an open GET holds its slot; requests need room beside them). One socket
 # per stream is what caps HTTP/1.1 at RLIMIT_NOFILE; over HTTP/2 50,000 streams fit.
 H2_CONNS=100
-H2_HUGE=50000; H2_HUGE_CONNS=250
+H2_HUGE=50000; H2_HUGE_CONNS=500
 
 # ---------------------------------------------------------------- build
 BENCH="$ROOT/target/release/mcp-bench"

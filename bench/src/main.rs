@@ -92,6 +92,10 @@ impl Ctx {
     }
 }
 
+/// Open streams per HTTP/2 connection the fan-out may hold: below the server's 200 concurrent
+/// streams, leaving room for the requests that set sessions up and publish.
+const H2_STREAMS_PER_CONNECTION: usize = 150;
+
 fn raise_nofile() -> u64 {
     // Root may raise the hard limit too; anyone may raise the soft limit to the hard one.
     let _ = rlimit::setrlimit(rlimit::Resource::NOFILE, 1_048_576, 1_048_576);
@@ -146,7 +150,20 @@ fn main() -> Result<()> {
             .iter()
             .map(|u| http::Target::parse(u))
             .collect::<Result<Vec<_>>>()?;
+        let h2 = cli.common.http2_connections * targets.len();
+        if let Workload::Fanout(a) = &cli.workload
+            && h2 > 0
+            && a.sessions.div_ceil(h2) > H2_STREAMS_PER_CONNECTION
+        {
+            // Open GET streams hold their slots: past the server's limit per connection,
+            // the next request on a full connection waits for a slot that never frees.
+            bail!(
+                "{} streams over {h2} HTTP/2 connections is more than {H2_STREAMS_PER_CONNECTION} per connection (the server allows 200 at once, and requests need room beside the streams): raise --http2-connections",
+                a.sessions
+            );
+        }
         let needed_conns = match &cli.workload {
+            _ if h2 > 0 => h2 + 16,
             Workload::Fanout(a) => a.sessions + 16,
             Workload::Calls(a) => a.clients + 16,
             Workload::Sessions(a) => a.clients * 2 + 16,
