@@ -132,7 +132,7 @@ def main() -> None:
     w("")
     w("```sh")
     w("bench/run.sh            # default sizes, a few minutes")
-    w("bench/run.sh --full     # the issue's full sizes (adds 50,000 streams on one gateway, longer runs)")
+    w("bench/run.sh --full     # longer runs, plus the largest HTTP/1.1 fan-out RLIMIT_NOFILE allows")
     w("```")
     w("")
     w("## Machine")
