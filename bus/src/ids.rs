@@ -17,6 +17,13 @@ impl SessionId {
         Self(hex(&bytes))
     }
 
+    /// An id made from 128 bits the caller derived with a keyed MAC: as unguessable as a
+    /// random one to anyone without the key, and the same each time it is derived (a task
+    /// taken over by another worker keeps its id).
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(hex(&bytes))
+    }
+
     /// Accepts a client-supplied id if it has the shape we generate. Anything else cannot
     /// name a session of ours, so it is refused before it reaches a store.
     pub fn parse(s: &str) -> Option<Self> {

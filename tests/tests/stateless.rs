@@ -419,6 +419,78 @@ async fn a_task_outlives_the_gateway_that_started_it_and_takes_input_on_another(
     assert_eq!(refused["error"]["code"], -32021, "{refused}");
 }
 
+/// A task whose worker dies does not stay `working` until it expires: another worker claims
+/// the job, finds the task (its id is derived from the request with the cluster's key) and
+/// ends it: with the tool's result when the tool may run again, with the reason otherwise.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_task_whose_worker_dies_is_taken_over_by_another() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url();
+    let fast = [
+        "--toolset",
+        TOOLSETS,
+        "--job-claim-idle-ms",
+        "1500",
+        "--heartbeat-ms",
+        "300",
+    ];
+    let mut cluster = Deployment {
+        gateways: vec![Gateway::start(&["--redis-url", &url, "--toolset", TOOLSETS]).unwrap()],
+        workers: vec![WorkerProcess::start(&url, &fast).unwrap()],
+        redis: Some(redis),
+    };
+    cluster.wait_for_workers(1).await.unwrap();
+    let mut client = StatelessClient::rotating(&cluster.urls());
+    client.capabilities = json!({
+        "elicitation": {},
+        "extensions": {"io.modelcontextprotocol/tasks": {}},
+    });
+
+    // A retryable tool: run again from the start, and the task completes.
+    let created = client
+        .request(
+            1,
+            "tools/call",
+            json!({"name": "slow_compute", "arguments": {"seconds": 3, "label": "orphan"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created["result"]["resultType"], "task", "{created}");
+    let task_id = created["result"]["taskId"].as_str().unwrap().to_owned();
+    wait_for_task(&client, &task_id, "working").await;
+    cluster.workers[0].kill();
+    cluster
+        .workers
+        .push(WorkerProcess::start(&url, &fast).unwrap());
+    let done = wait_for_task(&client, &task_id, "completed").await;
+    assert_eq!(
+        done["result"]["content"][0]["text"],
+        "computed \"orphan\" in 3 s"
+    );
+
+    // A tool that must not run twice (it is waiting for input here): the task fails,
+    // saying why, instead of hanging.
+    let created = client
+        .request(
+            2,
+            "tools/call",
+            json!({"name": "confirm_delete", "arguments": {"filename": "b.txt"}}),
+        )
+        .await
+        .unwrap();
+    let task_id = created["result"]["taskId"].as_str().unwrap().to_owned();
+    wait_for_task(&client, &task_id, "input_required").await;
+    cluster.workers[1].kill();
+    cluster
+        .workers
+        .push(WorkerProcess::start(&url, &fast).unwrap());
+    let failed = wait_for_task(&client, &task_id, "failed").await;
+    assert!(
+        failed.to_string().contains("not marked retryable"),
+        "{failed}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_draining_gateway_ends_its_listen_streams_with_a_result() {
     let mut gateway = Gateway::start(&["--toolset", TOOLSETS]).unwrap();

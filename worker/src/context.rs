@@ -113,7 +113,7 @@ impl ToolContext {
         }
         let bus = &self.call.shared.bus;
         let job = &self.call.job;
-        let id = SessionId::generate();
+        let id = self.call.shared.task_id(job);
         bus.create_session(mcp_bus::SessionRecord {
             id: id.clone(),
             protocol_version: self.call.version.as_str().to_owned(),
@@ -161,6 +161,37 @@ impl ToolContext {
                 result,
             )))
             .await?;
+        *self.call.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(TaskHandle {
+            id,
+            events: Mutex::new(events.receiver),
+        }));
+        Ok(true)
+    }
+
+    /// For a call run again after its worker died: if the first run had made it a task,
+    /// this run takes the task over (its log, its input, its cancellation), so the task
+    /// ends with this run's outcome instead of staying `working` until it expires. The
+    /// client already holds the task handle; nothing is sent on the request's stream.
+    pub(crate) async fn resume_task(&self) -> Result<bool, ToolError> {
+        if self.task().is_some() || !self.call.version.is_stateless() {
+            return Ok(self.task().is_some());
+        }
+        let bus = &self.call.shared.bus;
+        let job = &self.call.job;
+        let id = self.call.shared.task_id(job);
+        match bus.session(&id).await {
+            Ok(_) => {}
+            Err(mcp_bus::BusError::SessionNotFound) => return Ok(false),
+            Err(e) => return Err(e.into()),
+        }
+        let events = bus.subscribe(&id).await?;
+        let call = RequestId::String(TASK_CALL.into());
+        self.call.shared.rekey_call(
+            (job.session.clone(), job.request_id.clone()),
+            (id.clone(), call.clone()),
+        );
+        bus.adopt_call(&self.call.shared.id, &id, &call).await?;
+        tracing::info!(task = %id, attempt = job.attempt, "took over a task whose worker stopped");
         *self.call.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(TaskHandle {
             id,
             events: Mutex::new(events.receiver),

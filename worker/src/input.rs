@@ -139,6 +139,23 @@ impl StateCodec {
         mac.finalize().into_bytes().to_vec()
     }
 
+    /// 128 bits derived from `parts` for `purpose` with the cluster's key: every worker
+    /// derives the same bits, no one without the key can. `purpose` separates these MACs
+    /// from the `requestState` ones.
+    pub fn derive(&self, purpose: &str, parts: &[&str]) -> [u8; 16] {
+        let mut input = Vec::with_capacity(64);
+        input.extend_from_slice(b"derive\0");
+        input.extend_from_slice(purpose.as_bytes());
+        for part in parts {
+            input.push(0);
+            input.extend_from_slice(part.as_bytes());
+        }
+        let mac = self.mac(&input);
+        let mut bits = [0u8; 16];
+        bits.copy_from_slice(&mac[..16]);
+        bits
+    }
+
     /// A token carrying `answers` for `principal`'s request `binding`, valid until
     /// `now_ms` + [`STATE_TTL`].
     pub fn seal(

@@ -108,6 +108,19 @@ impl Shared {
         !lock(&self.unlisted).contains(&(kind.to_owned(), name.to_owned()))
     }
 
+    /// The id of the task `job` becomes. Derived from the request (its per-request session
+    /// and id) with the cluster's key, so a worker that takes over the job after its first
+    /// worker died finds the same task instead of leaving it `working` for ever.
+    pub(crate) fn task_id(&self, job: &Job) -> SessionId {
+        match self.state_codec.get() {
+            Some(codec) => {
+                let request = serde_json::to_string(&job.request_id).unwrap_or_default();
+                SessionId::from_bytes(codec.derive("task", &[job.session.as_str(), &request]))
+            }
+            None => SessionId::generate(),
+        }
+    }
+
     /// Moves a running call to another key (a call that became a task answers to the
     /// task's id from then on).
     pub(crate) fn rekey_call(&self, from: CallKey, to: CallKey) {
@@ -471,6 +484,11 @@ async fn run_job(shared: &Arc<Shared>, tools: &ToolSet, metrics: Option<&Metrics
             Some(error),
         ),
     };
+    if job.attempt > 0
+        && let Err(e) = ctx.resume_task().await
+    {
+        tracing::warn!(error = %e, "could not look for a task to take over");
+    }
     let outcome = tokio::select! {
         outcome = async {
             match answers_error {

@@ -150,4 +150,6 @@ pub fn tools() -> ToolSet {
         )
         .task_support(&["failing_job"], TaskSupport::Required)
         .task_support(&["test_tool_with_task"], TaskSupport::RequiredOnDemand)
+        // A pure computation: if its worker dies, another may run it again from the start.
+        .retryable(&["slow_compute"])
 }
