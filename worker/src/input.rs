@@ -310,6 +310,19 @@ mod tests {
     const NOW: u64 = 1_800_000_000_000;
 
     #[test]
+    fn derived_ids_are_stable_per_key_and_input_and_differ_otherwise() {
+        let codec = StateCodec::new(b"0123456789abcdef0123456789abcdef".to_vec());
+        let other = StateCodec::new(b"another key, another cluster.....".to_vec());
+        let id = codec.derive("task", &["s1", "7"]);
+        assert_eq!(id, codec.derive("task", &["s1", "7"]));
+        assert_ne!(id, other.derive("task", &["s1", "7"]));
+        assert_ne!(id, codec.derive("task", &["s1", "8"]));
+        assert_ne!(id, codec.derive("other", &["s1", "7"]));
+        // Parts are separated: moving a character between them changes the id.
+        assert_ne!(id, codec.derive("task", &["s17", ""]));
+    }
+
+    #[test]
     fn a_state_opens_only_unchanged_for_its_principal_and_request() {
         let codec = StateCodec::new(b"0123456789abcdef0123456789abcdef".to_vec());
         let params = json!({"name": "t", "arguments": {"b": 1, "a": [1, {"y": 2, "x": 1}]}});
