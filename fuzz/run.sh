@@ -23,7 +23,7 @@
 # and turn it into a regression test.
 #
 # The grown corpus is kept small: once a target's holds more than FUZZ_CORPUS_MAX inputs
-# (default 1000), libFuzzer's `-merge=1` rewrites it as the smallest set with the same
+# (default 5000), libFuzzer's `-merge=1` rewrites it as the smallest set with the same
 # coverage, so runs do not slow down as it grows.
 #
 # Environment: FUZZ_SANITIZER (default none: the code under test is safe Rust, where a
@@ -41,7 +41,7 @@ FUZZ_DIR="$(cd "$(dirname "$0")" && pwd)"
 SANITIZER="${FUZZ_SANITIZER:-none}"
 CACHE_DIR="${FUZZ_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/mcp-notify-gateway}"
 CORPUS_DIR="$CACHE_DIR/fuzz-corpus"
-CORPUS_MAX="${FUZZ_CORPUS_MAX:-1000}"
+CORPUS_MAX="${FUZZ_CORPUS_MAX:-5000}"
 mkdir -p "$CACHE_DIR" "$CORPUS_DIR"
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="$CACHE_DIR/fuzz-target"

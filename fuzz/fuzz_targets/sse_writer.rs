@@ -1,5 +1,7 @@
 //! The SSE writer: `encode_frame` must produce exactly one event that any spec-following
-//! client reads back as the same data, id and retry.
+//! client reads back as the same data, id and retry, and a message written ahead of time
+//! (a broadcast serialized once for every stream) must come out byte for byte as the same
+//! message serialized by the writer.
 //!
 //! Input format (text): line 1 is the event id (empty: none), line 2 the retry hint in ms
 //! (empty or not a number: none), the rest the data: a JSON value, or when it is not JSON,
@@ -10,7 +12,7 @@
 
 #![no_main]
 
-use gateway::transport::pump::Frame;
+use gateway::transport::pump::{Frame, Payload};
 use gateway::transport::respond::encode_frame;
 use libfuzzer_sys::fuzz_target;
 use mcp_protocol::LogLevel;
@@ -43,19 +45,27 @@ fuzz_target!(|input: &[u8]| {
     }
     let frame = Frame {
         id,
-        data,
+        data: data.clone().map(Payload::Value),
         retry,
         is_response: false,
     };
     let bytes = encode_frame(&frame);
+    if let Some(value) = &data {
+        for written in [
+            Payload::Encoded(value.to_string()),
+            Payload::Shared(value.to_string().into()),
+        ] {
+            let ahead = Frame {
+                data: Some(written),
+                ..frame.clone()
+            };
+            assert_eq!(encode_frame(&ahead), bytes, "written ahead differs");
+        }
+    }
     let text = std::str::from_utf8(&bytes).expect("SSE is UTF-8");
     assert!(text.ends_with("\n\n"), "{text:?}");
 
-    let expected_data = frame
-        .data
-        .as_ref()
-        .map(Value::to_string)
-        .unwrap_or_default();
+    let expected_data = data.as_ref().map(Value::to_string).unwrap_or_default();
     assert!(
         !expected_data.contains(['\n', '\r']),
         "compact JSON has a raw line break"
@@ -77,7 +87,7 @@ fuzz_target!(|input: &[u8]| {
         frame.retry.map(|r| r.as_millis().to_string()),
         "{text:?}"
     );
-    if let Some(data) = &frame.data {
+    if let Some(data) = &data {
         let back: Value = serde_json::from_str(&event.data).expect("data is JSON");
         assert_eq!(&back, data);
     }
