@@ -565,6 +565,25 @@ async fn http2_streams_share_one_connection(kind: Kind) {
     let (_, m) = standalone.next_message(WAIT).await.unwrap().unwrap();
     assert_eq!(m["params"]["data"], "over h2");
     assert_eq!(client.delete().await.unwrap(), 204);
+
+    // HTTP/2 names the host in `:authority`, not `Host`: the DNS-rebinding check reads it.
+    let url = reqwest::Url::parse(&d.urls()[0]).unwrap();
+    let port = url.port().unwrap();
+    let rebinding = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .resolve("evil.example", ([127, 0, 0, 1], port).into())
+        .build()
+        .unwrap();
+    let refused = rebinding
+        .post(format!("http://evil.example:{port}/mcp"))
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.version(), reqwest::Version::HTTP_2);
+    assert_eq!(refused.status(), 403);
 }
 
 /// Runs each named test against a standalone gateway and against a Redis cluster.
