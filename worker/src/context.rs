@@ -141,14 +141,7 @@ impl ToolContext {
             EventBody::Message(created.to_value()),
         )
         .await?;
-        // The call now answers to the task's id: the request's own session ends with its
-        // response, and must not take the task down with it.
-        let call = RequestId::String(TASK_CALL.into());
-        self.call.shared.rekey_call(
-            (job.session.clone(), job.request_id.clone()),
-            (id.clone(), call.clone()),
-        );
-        bus.adopt_call(&self.call.shared.id, &id, &call).await?;
+        self.answer_to_task(&id).await?;
         let state = TaskState::fold(id.as_str(), [&created.to_value()])
             .ok_or_else(|| ToolError::failed("could not create the task"))?;
         let mut result = state.create_result();
@@ -161,11 +154,32 @@ impl ToolContext {
                 result,
             )))
             .await?;
+        self.set_task(id, events.receiver);
+        Ok(true)
+    }
+
+    /// The call answers to the task's id from now on (cancellation included): the
+    /// request's own session ends with its response, and must not take the task down.
+    async fn answer_to_task(&self, id: &SessionId) -> Result<(), ToolError> {
+        let job = &self.call.job;
+        let call = RequestId::String(TASK_CALL.into());
+        self.call.shared.rekey_call(
+            (job.session.clone(), job.request_id.clone()),
+            (id.clone(), call.clone()),
+        );
+        self.call
+            .shared
+            .bus
+            .adopt_call(&self.call.shared.id, id, &call)
+            .await?;
+        Ok(())
+    }
+
+    fn set_task(&self, id: SessionId, events: mcp_bus::live::LiveReceiver<mcp_bus::Live>) {
         *self.call.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(TaskHandle {
             id,
-            events: Mutex::new(events.receiver),
+            events: Mutex::new(events),
         }));
-        Ok(true)
     }
 
     /// For a call run again after its worker died: if the first run had made it a task,
@@ -185,17 +199,9 @@ impl ToolContext {
             Err(e) => return Err(e.into()),
         }
         let events = bus.subscribe(&id).await?;
-        let call = RequestId::String(TASK_CALL.into());
-        self.call.shared.rekey_call(
-            (job.session.clone(), job.request_id.clone()),
-            (id.clone(), call.clone()),
-        );
-        bus.adopt_call(&self.call.shared.id, &id, &call).await?;
+        self.answer_to_task(&id).await?;
         tracing::info!(task = %id, attempt = job.attempt, "took over a task whose worker stopped");
-        *self.call.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(TaskHandle {
-            id,
-            events: Mutex::new(events.receiver),
-        }));
+        self.set_task(id, events.receiver);
         Ok(true)
     }
 

@@ -49,6 +49,13 @@ pub enum Payload {
 }
 
 impl Payload {
+    /// A message written as compact JSON now: one allocation, where cloning the tree would
+    /// make one per node.
+    fn encoded(message: &Value) -> Self {
+        // Serializing a `Value` cannot fail.
+        Payload::Encoded(serde_json::to_string(message).unwrap_or_default())
+    }
+
     /// The message as a JSON tree, if the frame carries one.
     pub fn into_value(self) -> Option<Value> {
         match self {
@@ -262,9 +269,7 @@ impl RequestPump {
                     *last = progress;
                 }
                 record_delivery(&self.app, message, event.emitted_ms);
-                // Written here rather than cloned as a tree: one allocation, not one per node.
-                let json = serde_json::to_string(message).unwrap_or_default();
-                Frame::message(id, Payload::Encoded(json), false)
+                Frame::message(id, Payload::encoded(message), false)
             }
             EventBody::Response(response) => {
                 if let Some(request) = self.open.remove(&stream)
@@ -529,8 +534,8 @@ impl StandalonePump {
         let EventBody::Message(message) = &event.body else {
             return None;
         };
-        let encode = || Payload::Encoded(serde_json::to_string(message).unwrap_or_default());
-        self.send(message, event.emitted_ms, encode, tx).await
+        self.send(message, event.emitted_ms, || Payload::encoded(message), tx)
+            .await
     }
 
     async fn deliver_broadcast(
