@@ -298,6 +298,30 @@ async fn a_background_task_without_a_session_reports_through_its_resource() {
     assert_eq!(missing["error"]["code"], -32602, "{missing}");
 }
 
+/// A stateless client that declares elicitation and the tasks extension.
+fn task_client(urls: &[String]) -> StatelessClient {
+    let mut client = StatelessClient::rotating(urls);
+    client.capabilities = json!({
+        "elicitation": {},
+        "extensions": {"io.modelcontextprotocol/tasks": {}},
+    });
+    client
+}
+
+/// Calls a tool that becomes a task; returns the task id.
+async fn start_task(client: &StatelessClient, id: i64, tool: &str, arguments: Value) -> String {
+    let created = client
+        .request(
+            id,
+            "tools/call",
+            json!({"name": tool, "arguments": arguments}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(created["result"]["resultType"], "task", "{created}");
+    created["result"]["taskId"].as_str().unwrap().to_owned()
+}
+
 /// Polls `tasks/get` (on whichever gateway the client turns to) until the task is in
 /// `status`, and returns it.
 async fn wait_for_task(client: &StatelessClient, task_id: &str, status: &str) -> Value {
@@ -325,26 +349,18 @@ async fn wait_for_task(client: &StatelessClient, task_id: &str, status: &str) ->
 async fn a_task_outlives_the_gateway_that_started_it_and_takes_input_on_another() {
     let mut cluster = cluster().await;
     let urls = cluster.urls();
-    let mut client = StatelessClient::rotating(&urls);
-    client.capabilities = json!({
-        "elicitation": {},
-        "extensions": {"io.modelcontextprotocol/tasks": {}},
-    });
+    let client = task_client(&urls);
 
     // Started through gateway 0, which is then killed: the task lives on the bus.
-    let created = client
-        .request(
-            1,
-            "tools/call",
-            json!({"name": "slow_compute", "arguments": {"seconds": 1, "label": "survivor"}}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(created["result"]["resultType"], "task", "{created}");
-    let task_id = created["result"]["taskId"].as_str().unwrap().to_owned();
+    let task_id = start_task(
+        &client,
+        1,
+        "slow_compute",
+        json!({"seconds": 1, "label": "survivor"}),
+    )
+    .await;
     cluster.gateways[0].kill();
-    let mut only_survivor = StatelessClient::rotating(&urls[1..]);
-    only_survivor.capabilities = client.capabilities.clone();
+    let only_survivor = task_client(&urls[1..]);
     let done = wait_for_task(&only_survivor, &task_id, "completed").await;
     assert_eq!(
         done["result"]["content"][0]["text"],
@@ -352,15 +368,13 @@ async fn a_task_outlives_the_gateway_that_started_it_and_takes_input_on_another(
     );
 
     // Input while a task runs: asked on the task, answered with tasks/update.
-    let created = only_survivor
-        .request(
-            2,
-            "tools/call",
-            json!({"name": "confirm_delete", "arguments": {"filename": "a.txt"}}),
-        )
-        .await
-        .unwrap();
-    let task_id = created["result"]["taskId"].as_str().unwrap().to_owned();
+    let task_id = start_task(
+        &only_survivor,
+        2,
+        "confirm_delete",
+        json!({"filename": "a.txt"}),
+    )
+    .await;
     let waiting = wait_for_task(&only_survivor, &task_id, "input_required").await;
     let keys: Vec<&String> = waiting["inputRequests"]
         .as_object()
@@ -384,15 +398,13 @@ async fn a_task_outlives_the_gateway_that_started_it_and_takes_input_on_another(
     assert_eq!(done["result"]["content"][0]["text"], "deleted a.txt");
 
     // Cancelled through the bus, whichever worker runs it.
-    let created = only_survivor
-        .request(
-            4,
-            "tools/call",
-            json!({"name": "slow_compute", "arguments": {"seconds": 60, "label": "doomed"}}),
-        )
-        .await
-        .unwrap();
-    let task_id = created["result"]["taskId"].as_str().unwrap().to_owned();
+    let task_id = start_task(
+        &only_survivor,
+        4,
+        "slow_compute",
+        json!({"seconds": 60, "label": "doomed"}),
+    )
+    .await;
     let ack = only_survivor
         .request(5, "tasks/cancel", json!({"taskId": task_id}))
         .await
@@ -440,23 +452,16 @@ async fn a_task_whose_worker_dies_is_taken_over_by_another() {
         redis: Some(redis),
     };
     cluster.wait_for_workers(1).await.unwrap();
-    let mut client = StatelessClient::rotating(&cluster.urls());
-    client.capabilities = json!({
-        "elicitation": {},
-        "extensions": {"io.modelcontextprotocol/tasks": {}},
-    });
+    let client = task_client(&cluster.urls());
 
     // A retryable tool: run again from the start, and the task completes.
-    let created = client
-        .request(
-            1,
-            "tools/call",
-            json!({"name": "slow_compute", "arguments": {"seconds": 3, "label": "orphan"}}),
-        )
-        .await
-        .unwrap();
-    assert_eq!(created["result"]["resultType"], "task", "{created}");
-    let task_id = created["result"]["taskId"].as_str().unwrap().to_owned();
+    let task_id = start_task(
+        &client,
+        1,
+        "slow_compute",
+        json!({"seconds": 3, "label": "orphan"}),
+    )
+    .await;
     wait_for_task(&client, &task_id, "working").await;
     cluster.workers[0].kill();
     cluster
@@ -470,15 +475,7 @@ async fn a_task_whose_worker_dies_is_taken_over_by_another() {
 
     // A tool that must not run twice (it is waiting for input here): the task fails,
     // saying why, instead of hanging.
-    let created = client
-        .request(
-            2,
-            "tools/call",
-            json!({"name": "confirm_delete", "arguments": {"filename": "b.txt"}}),
-        )
-        .await
-        .unwrap();
-    let task_id = created["result"]["taskId"].as_str().unwrap().to_owned();
+    let task_id = start_task(&client, 2, "confirm_delete", json!({"filename": "b.txt"})).await;
     wait_for_task(&client, &task_id, "input_required").await;
     cluster.workers[1].kill();
     cluster
