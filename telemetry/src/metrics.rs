@@ -1,7 +1,8 @@
 //! The Prometheus metrics of gateways and workers (names follow Prometheus conventions:
 //! prefix `mcpgw_`, base units, `_total` counters, `_seconds` histograms). Every metric
 //! is registered in every process, and each role moves its own; a labelled series
-//! (by method, tool, kind) appears with its first event, so alerts use `or vector(0)`.
+//! (by method, tool, kind) appears with its first event, so alerts use `or vector(0)`
+//! (the five `kind`s of delivered messages appear together, with the first delivery).
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
