@@ -223,6 +223,8 @@ pub trait Bus: Send + Sync + 'static {
     /// subscribed to `uri`, whichever gateway holds it. Returns how many were notified.
     async fn resource_updated(&self, uri: &str) -> Result<u64, BusError>;
 
+    // ----- cluster -----
+
     /// How long a session (and any log kept as one) lives without being used.
     fn session_idle_ttl(&self) -> std::time::Duration;
 

@@ -1,0 +1,182 @@
+//! Sessions (the contract's "sessions" section): a session is the hash
+//! `{<id>}:session` with the idle TTL, indexed in `session_index` (for `stats`) and in its
+//! principal's set (for the per-principal limit). Loading or touching a session restarts
+//! the idle timer of the hash and of its log together.
+
+use super::{RedisBus, corrupt, redis_err, scripts};
+use crate::error::BusError;
+use crate::ids::SessionId;
+use crate::message::{Control, SessionRecord, StandaloneCursor};
+use crate::now_ms;
+use mcp_protocol::LogLevel;
+use redis::AsyncCommands;
+
+/// The session hash's `rec`, `level`, `cs` and `cb` fields, as `HMGET` returns them.
+type SessionFields = (Option<String>, Option<String>, Option<u64>, Option<u64>);
+
+impl RedisBus {
+    pub(super) async fn create_session(&self, record: SessionRecord) -> Result<(), BusError> {
+        let mut conn = self.conn();
+        let key = self.keys.session(&record.id);
+        let rec = serde_json::to_string(&record).map_err(corrupt)?;
+        let _: () = redis::pipe()
+            .atomic()
+            .hset_multiple(
+                &key,
+                &[
+                    ("rec", rec),
+                    ("cs", record.standalone_cursor.session_seq.to_string()),
+                    ("cb", record.standalone_cursor.broadcast_seq.to_string()),
+                    ("seq", "0".to_owned()),
+                ],
+            )
+            .pexpire(&key, self.ttl_ms() as i64)
+            .zadd(self.keys.session_index(), record.id.as_str(), now_ms())
+            .zadd(
+                self.keys.principal_sessions(&record.principal),
+                record.id.as_str(),
+                now_ms(),
+            )
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(())
+    }
+
+    pub(super) async fn session(&self, id: &SessionId) -> Result<SessionRecord, BusError> {
+        let mut conn = self.conn();
+        let key = self.keys.session(id);
+        let ttl = self.ttl_ms() as i64;
+        let ((rec, level, cs, cb),): (SessionFields,) = redis::pipe()
+            .cmd("HMGET")
+            .arg(&key)
+            .arg(&["rec", "level", "cs", "cb"])
+            .pexpire(&key, ttl)
+            .ignore()
+            .pexpire(self.keys.log(id), ttl)
+            .ignore()
+            .zadd(self.keys.session_index(), id.as_str(), now_ms())
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        let rec = rec.ok_or(BusError::SessionNotFound)?;
+        let mut record: SessionRecord = serde_json::from_str(&rec).map_err(corrupt)?;
+        record.log_level = level.as_deref().and_then(LogLevel::parse);
+        record.standalone_cursor = StandaloneCursor {
+            session_seq: cs.unwrap_or(0),
+            broadcast_seq: cb.unwrap_or(0),
+        };
+        Ok(record)
+    }
+
+    pub(super) async fn count_sessions(&self, principal: &str) -> Result<u64, BusError> {
+        // Members whose session hash is gone (ended or expired) are dropped as we go, so
+        // the set stays as small as the principal's live sessions.
+        let mut conn = self.conn();
+        let key = self.keys.principal_sessions(principal);
+        let members: Vec<String> = conn.zrange(&key, 0, -1).await.map_err(redis_err)?;
+        if members.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for id in &members {
+            let Some(id) = SessionId::parse(id) else {
+                continue;
+            };
+            pipe.exists(self.keys.session(&id));
+        }
+        let alive: Vec<bool> = pipe.query_async(&mut conn).await.map_err(redis_err)?;
+        let dead: Vec<&String> = members
+            .iter()
+            .zip(&alive)
+            .filter(|(_, alive)| !**alive)
+            .map(|(id, _)| id)
+            .collect();
+        if !dead.is_empty() {
+            let _: i64 = conn.zrem(&key, dead).await.map_err(redis_err)?;
+        }
+        Ok(alive.iter().filter(|a| **a).count() as u64)
+    }
+
+    pub(super) async fn touch_session(&self, id: &SessionId) -> Result<(), BusError> {
+        let mut conn = self.conn();
+        let ttl = self.ttl_ms() as i64;
+        let (exists,): (bool,) = redis::pipe()
+            .pexpire(self.keys.session(id), ttl)
+            .pexpire(self.keys.log(id), ttl)
+            .ignore()
+            .zadd(self.keys.session_index(), id.as_str(), now_ms())
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        if exists {
+            Ok(())
+        } else {
+            Err(BusError::SessionNotFound)
+        }
+    }
+
+    pub(super) async fn set_log_level(
+        &self,
+        id: &SessionId,
+        level: LogLevel,
+    ) -> Result<(), BusError> {
+        let mut conn = self.conn();
+        let done: i64 = scripts::SET_IF_SESSION
+            .key(self.keys.session(id))
+            .arg("level")
+            .arg(level.as_str())
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        if done < 0 {
+            Err(BusError::SessionNotFound)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(super) async fn advance_standalone_cursor(
+        &self,
+        id: &SessionId,
+        cursor: StandaloneCursor,
+    ) -> Result<(), BusError> {
+        let mut conn = self.conn();
+        let done: i64 = scripts::ADVANCE_CURSOR
+            .key(self.keys.session(id))
+            .arg(cursor.session_seq)
+            .arg(cursor.broadcast_seq)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        if done < 0 {
+            Err(BusError::SessionNotFound)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(super) async fn end_session(&self, id: &SessionId) -> Result<bool, BusError> {
+        let mut conn = self.conn();
+        let control = serde_json::to_string(&Control::SessionEnded {
+            session: id.clone(),
+        })
+        .map_err(corrupt)?;
+        let existed: i64 = scripts::END_SESSION
+            .key(self.keys.session(id))
+            .key(self.keys.log(id))
+            .key(self.keys.running(id))
+            .key(self.keys.cancelled(id))
+            .key(self.keys.session_resources(id))
+            .arg(self.keys.session_channel(id))
+            .arg(self.keys.control_channel())
+            .arg(control)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        let _: redis::RedisResult<()> = conn.zrem(self.keys.session_index(), id.as_str()).await;
+        Ok(existed == 1)
+    }
+}
