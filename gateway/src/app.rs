@@ -143,12 +143,25 @@ pub async fn serve(
     };
 
     let limits = Arc::new(Limits::from_config(&config));
+    // A malformed policy file stops the start here, with the line or field at fault.
+    metrics.register(crate::policy::metrics::collectors());
+    let policies = Arc::new(
+        crate::policy::Policies::from_config(&config, &node)
+            .await
+            .map_err(GatewayError::Config)?,
+    );
+    tokio::spawn(
+        policies
+            .clone()
+            .watch(bus.clone(), Duration::from_millis(config.policy_poll_ms)),
+    );
     let state = AppState {
         bus,
         config: Arc::new(config),
         metrics,
         auth: authenticator,
         limits,
+        policies,
         tool_names: Default::default(),
         draining: CancellationToken::new(),
         closing: CancellationToken::new(),

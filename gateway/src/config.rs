@@ -140,6 +140,34 @@ pub struct Config {
     #[arg(long, env = "MCPGW_RATE_LIMIT_BURST", default_value_t = 50)]
     pub rate_limit_burst: u32,
 
+    /// A policy file (TOML; docs/policies.md): who may list and use which tools, prompts
+    /// and resources, and quotas. With it, everything not allowed is denied; without it,
+    /// every caller may use everything. Reloaded when it changes and on SIGHUP.
+    #[arg(long = "policy", env = "MCPGW_POLICY_FILE")]
+    pub policy: Option<std::path::PathBuf>,
+
+    /// How often the policy file is checked for changes, in milliseconds.
+    #[arg(long, env = "MCPGW_POLICY_POLL_MS", default_value_t = 1000)]
+    pub policy_poll_ms: u64,
+
+    /// Write an audit record per tool call, prompt get and resource read to the log
+    /// (target `mcpgw::audit`).
+    #[arg(long, env = "MCPGW_AUDIT")]
+    pub audit: bool,
+
+    /// Put the arguments themselves in audit records (by default only their SHA-256).
+    #[arg(long, env = "MCPGW_AUDIT_ARGUMENTS")]
+    pub audit_arguments: bool,
+
+    /// Also append audit records to the Redis stream `<prefix>:audit` (implies --audit;
+    /// needs --redis-url).
+    #[arg(long, env = "MCPGW_AUDIT_STREAM")]
+    pub audit_stream: bool,
+
+    /// Entries the audit stream keeps, about (`XADD MAXLEN ~`).
+    #[arg(long, env = "MCPGW_AUDIT_STREAM_LEN", default_value_t = 100_000)]
+    pub audit_stream_len: usize,
+
     /// Largest request body accepted, in bytes.
     #[arg(long, env = "MCPGW_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_body_bytes: usize,

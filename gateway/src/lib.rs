@@ -10,6 +10,8 @@
 //! - [`transport`]: Streamable HTTP itself: POST/GET/DELETE on `/mcp`, sessions, SSE
 //!   streams, event ids and resumption.
 //! - [`mcp`]: the protocol methods the gateway answers itself; everything else is a job.
+//! - [`policy`]: who may see and use what (the policy file), quotas shared by the
+//!   cluster, and the audit record of every call; asked by [`mcp`] and [`transport`].
 //! - [`ops`]: what operators see: `/readyz`, `/metrics`, HTTP metrics, cluster gauges.
 //! - [`state`]: what handlers share: the bus, the configuration, the shutdown signals.
 //!
@@ -21,6 +23,7 @@ pub mod config;
 pub mod http;
 pub mod mcp;
 pub mod ops;
+pub mod policy;
 pub mod state;
 pub mod transport;
 

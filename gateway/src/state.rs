@@ -22,6 +22,8 @@ pub struct AppState {
     pub limits: Arc<crate::http::limits::Limits>,
     /// Verifies bearer tokens (a no-op when authentication is off).
     pub auth: Arc<crate::http::auth::Authenticator>,
+    /// The policy in force (if any), quotas and the audit sink.
+    pub policies: Arc<crate::policy::Policies>,
     /// The tools workers serve, refreshed in the background, each with the arguments its
     /// schema mirrors into `Mcp-Param-*` headers: a metrics label names a tool only if it
     /// is one of these.

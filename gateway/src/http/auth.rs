@@ -6,6 +6,7 @@
 //! names, and jobs carry nothing of it.
 
 use crate::config::Config;
+use crate::policy::caller::Caller;
 use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, HOST, WWW_AUTHENTICATE};
@@ -151,10 +152,11 @@ impl Authenticator {
         !self.static_tokens.is_empty() || self.jwt.is_some()
     }
 
-    /// Checks an `Authorization` header value.
-    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Principal, AuthError> {
+    /// Checks an `Authorization` header value; the caller it names, with the token's
+    /// scopes and claims (for the policy).
+    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
         if !self.enabled() {
-            return Ok(Principal::default());
+            return Ok(Caller::default());
         }
         let token = authorization
             .and_then(|h| {
@@ -173,8 +175,13 @@ impl Authenticator {
             }
         }
         if let Some(principal) = found {
-            // Static tokens carry every scope: they are the operator's own.
-            return Ok(Principal(principal.to_owned()));
+            // Static tokens carry every scope the gateway requires: they are the
+            // operator's own. A policy matches them by principal.
+            return Ok(Caller {
+                principal: principal.to_owned(),
+                scopes: Vec::new(),
+                claims: Value::Null,
+            });
         }
         let Some(jwt) = &self.jwt else {
             return Err(AuthError::Invalid("unknown token".into()));
@@ -198,7 +205,11 @@ impl Authenticator {
             ));
         }
         let issuer = claims["iss"].as_str().unwrap_or_default();
-        Ok(Principal(format!("{issuer}#{subject}")))
+        Ok(Caller {
+            principal: format!("{issuer}#{subject}"),
+            scopes,
+            claims,
+        })
     }
 
     /// The protected resource's URL for this request.
@@ -401,8 +412,11 @@ pub async fn require_auth(
         .and_then(|h| h.to_str().ok())
         .map(str::to_owned);
     match auth.authenticate(header.as_deref()).await {
-        Ok(principal) => {
-            request.extensions_mut().insert(principal);
+        Ok(caller) => {
+            request
+                .extensions_mut()
+                .insert(Principal(caller.principal.clone()));
+            request.extensions_mut().insert(caller);
             next.run(request).await
         }
         Err(error) => {

@@ -52,6 +52,14 @@ pub enum HttpError {
     /// A limit refused the request.
     #[error("Too Many Requests: {0}")]
     TooManyRequests(String),
+    /// A quota of the policy refused the request; retry after this many seconds.
+    #[error("Too Many Requests: {message}")]
+    QuotaExceeded {
+        /// What the client is told.
+        message: String,
+        /// The `Retry-After` value, in seconds.
+        retry_after: u64,
+    },
     /// The bus cannot take the request now (overloaded, unreachable, draining).
     #[error("Service Unavailable: {0}")]
     Unavailable(String),
@@ -74,7 +82,7 @@ impl HttpError {
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::TooManyRequests(_) | Self::QuotaExceeded { .. } => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -83,7 +91,10 @@ impl HttpError {
         match self {
             Self::Parse(_) => PARSE_ERROR,
             Self::UnknownSession => SESSION_NOT_FOUND,
-            Self::Unavailable(_) | Self::Forbidden(_) | Self::TooManyRequests(_) => SERVER_ERROR,
+            Self::Unavailable(_)
+            | Self::Forbidden(_)
+            | Self::TooManyRequests(_)
+            | Self::QuotaExceeded { .. } => SERVER_ERROR,
             _ => INVALID_REQUEST,
         }
     }
@@ -94,6 +105,13 @@ impl IntoResponse for HttpError {
         let status = self.status();
         let body = jsonrpc::response_err(None, ErrorObject::new(self.code(), self.to_string()));
         let mut response = (status, axum::Json(body)).into_response();
+        if let Self::QuotaExceeded { retry_after, .. } = &self
+            && let Ok(value) = retry_after.to_string().parse()
+        {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, value);
+        }
         if let Self::MethodNotAllowed(allow) = self
             && let Ok(value) = allow.parse()
         {

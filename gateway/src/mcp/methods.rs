@@ -1,5 +1,6 @@
 //! Routing a client's request, and handling its notifications and responses.
 
+use crate::policy::caller::Caller;
 use crate::state::AppState;
 use mcp_bus::{Control, SessionId};
 use mcp_protocol::{ErrorObject, LogLevel, RequestId, jsonrpc};
@@ -40,10 +41,12 @@ pub fn is_job(method: &str) -> bool {
     )
 }
 
-/// Routes one request. `session` is `None` on a stateless gateway.
+/// Routes one request. `session` is `None` on a stateless gateway. Lists show only what
+/// the policy lets `caller` use.
 pub async fn route(
     app: &AppState,
     session: Option<&SessionId>,
+    caller: &Caller,
     method: &str,
     params: Option<&Value>,
 ) -> Route {
@@ -55,14 +58,22 @@ pub async fn route(
         "logging/setLevel" => set_level(app, session, params).await,
         "tools/list" | "resources/list" | "resources/templates/list" | "prompts/list" => {
             match app.bus.catalog().await {
-                Ok(catalog) => Ok(match method {
-                    "tools/list" => json!({"tools": catalog.tools}),
-                    "resources/list" => json!({"resources": catalog.resources}),
-                    "resources/templates/list" => {
-                        json!({"resourceTemplates": catalog.resource_templates})
+                Ok(catalog) => {
+                    let mut list = match method {
+                        "tools/list" => json!({"tools": catalog.tools}),
+                        "resources/list" => json!({"resources": catalog.resources}),
+                        "resources/templates/list" => {
+                            json!({"resourceTemplates": catalog.resource_templates})
+                        }
+                        _ => json!({"prompts": catalog.prompts}),
+                    };
+                    app.policies.filter_list(caller, method, &mut list);
+                    // `cacheScope` is a 2026-07-28 field; session revisions do not have it.
+                    if let Value::Object(fields) = &mut list {
+                        fields.remove("cacheScope");
                     }
-                    _ => json!({"prompts": catalog.prompts}),
-                }),
+                    Ok(list)
+                }
                 Err(e) => Err(ErrorObject::new(
                     jsonrpc::SERVER_ERROR,
                     format!("the registry is unavailable: {e}"),

@@ -180,6 +180,7 @@ async fn resume_request(
                 request_id: None,
                 method: None,
                 give_up_at: None,
+                ticket: None,
             },
         )]),
         claim,

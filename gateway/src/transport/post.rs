@@ -7,6 +7,9 @@ use crate::http::negotiate::{Accepts, require_json_body};
 use crate::mcp::lifecycle;
 use crate::mcp::methods::{self, Route};
 use crate::mcp::stateless;
+use crate::policy::Refused;
+use crate::policy::audit::{CallTicket, Outcome};
+use crate::policy::caller::Caller;
 use crate::state::AppState;
 use crate::transport::event_id::EventId;
 use crate::transport::pump::{Frame, OpenRequest, RequestPump};
@@ -24,6 +27,7 @@ use mcp_bus::{Job, SessionId, SessionRecord, StandaloneCursor, StreamId};
 use mcp_protocol::{ErrorObject, Message, ProtocolVersion, RequestId, jsonrpc};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -37,12 +41,13 @@ const DEADLINE_GRACE: Duration = Duration::from_secs(2);
 pub async fn post(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let span = tracing::info_span!("mcp.post");
     mcp_telemetry::propagation::set_parent(&span, incoming_traceparent(&headers));
-    let result = handle(app.clone(), headers, body, principal)
+    let result = handle(app.clone(), headers, body, principal, caller)
         .instrument(span)
         .await;
     if let Err(HttpError::PayloadTooLarge(_)) = &result {
@@ -65,6 +70,8 @@ pub(crate) struct PendingJob {
     pub method: String,
     /// The params.
     pub params: Option<Value>,
+    /// Writes the call's audit record and holds its quota slots until it ends.
+    pub ticket: Option<Arc<CallTicket>>,
 }
 
 async fn handle(
@@ -72,6 +79,7 @@ async fn handle(
     headers: HeaderMap,
     body: Body,
     principal: Principal,
+    caller: Caller,
 ) -> Result<Response, HttpError> {
     if app.draining.is_cancelled() {
         return Err(HttpError::Unavailable(
@@ -103,7 +111,8 @@ async fn handle(
     let for_stateless = matches!(messages.as_slice(), [Ok(message)]
         if !batch && stateless::is_stateless(&headers, message.method(), message.params()));
     if for_stateless && let Some(Ok(message)) = messages.pop() {
-        return crate::transport::stateless::post(app, headers, accepts, message, principal).await;
+        return crate::transport::stateless::post(app, headers, accepts, message, principal, caller)
+            .await;
     }
     if batch && stateless::is_stateless(&headers, None, None) {
         return Err(HttpError::InvalidRequest(
@@ -138,6 +147,7 @@ async fn handle(
 
     let mut immediate = Vec::new();
     let mut jobs = Vec::new();
+    let trace_id = request_trace_id(&headers);
     for message in messages {
         match message {
             Err((id, error)) => immediate.push(jsonrpc::response_err(id.as_ref(), error)),
@@ -163,8 +173,14 @@ async fn handle(
                 }
             }
             Ok(Message::Request { id, method, params }) => {
-                let route =
-                    methods::route(&app, session_id.as_ref(), &method, params.as_ref()).await;
+                let route = methods::route(
+                    &app,
+                    session_id.as_ref(),
+                    &caller,
+                    &method,
+                    params.as_ref(),
+                )
+                .await;
                 let known = methods::is_known(&method);
                 let count = |outcome| app.count_request(&method, known, outcome);
                 match route {
@@ -176,7 +192,41 @@ async fn handle(
                         count("error");
                         immediate.push(jsonrpc::response_err(Some(&id), error));
                     }
-                    Route::Job => jobs.push(PendingJob { id, method, params }),
+                    Route::Job => {
+                        let admitted = app
+                            .policies
+                            .admit(
+                                &caller,
+                                session_id.as_ref(),
+                                &method,
+                                &id,
+                                params.as_ref(),
+                                trace_id.as_deref(),
+                                false,
+                            )
+                            .await;
+                        match admitted {
+                            Ok(ticket) => jobs.push(PendingJob {
+                                id,
+                                method,
+                                params,
+                                ticket,
+                            }),
+                            Err(refused) => {
+                                count("error");
+                                match refusal_error(refused) {
+                                    Err(http) if !batch => return Err(http),
+                                    Err(http) => immediate.push(jsonrpc::response_err(
+                                        Some(&id),
+                                        ErrorObject::new(http.code(), http.to_string()),
+                                    )),
+                                    Ok(error) => {
+                                        immediate.push(jsonrpc::response_err(Some(&id), error))
+                                    }
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
@@ -264,8 +314,12 @@ pub(crate) async fn start_jobs(
         } else {
             match limits::claim(&app, &record.id, Load::Request) {
                 Ok(guard) => Some(guard),
-                Err(error) if single => return Err(error),
+                Err(error) if single => {
+                        finish_refused(&pending, "requests_per_session");
+                        return Err(error);
+                    }
                 Err(error) => {
+                    finish_refused(&pending, "requests_per_session");
                     immediate.push(jsonrpc::response_err(
                         Some(&pending.id),
                         ErrorObject::new(jsonrpc::SERVER_ERROR, error.to_string()),
@@ -277,6 +331,7 @@ pub(crate) async fn start_jobs(
         let stream = StreamId::generate();
         let method = pending.method.clone();
         let tool = app.known_tool(pending.params.as_ref());
+        let ticket = pending.ticket.clone();
         let job = Job {
             session: record.id.clone(),
             stream,
@@ -308,20 +363,29 @@ pub(crate) async fn start_jobs(
                         request_id: Some(pending.id),
                         method: Some(method),
                         give_up_at: Some(Instant::now() + deadline + DEADLINE_GRACE),
+                        ticket,
                     },
                 );
                 first_stream.get_or_insert(stream);
             }
             Err(error) if single => {
+                if let Some(ticket) = &ticket {
+                    ticket.finish(Outcome::Unavailable, None);
+                }
                 if ephemeral {
                     let _ = app.bus.end_session(&record.id).await;
                 }
                 return Err(error.into());
             }
-            Err(error) => immediate.push(jsonrpc::response_err(
-                Some(&pending.id),
-                ErrorObject::new(jsonrpc::SERVER_ERROR, error.to_string()),
-            )),
+            Err(error) => {
+                if let Some(ticket) = &ticket {
+                    ticket.finish(Outcome::Unavailable, None);
+                }
+                immediate.push(jsonrpc::response_err(
+                    Some(&pending.id),
+                    ErrorObject::new(jsonrpc::SERVER_ERROR, error.to_string()),
+                ))
+            }
         }
     }
     let Some(first_stream) = first_stream else {
@@ -465,6 +529,38 @@ pub(crate) async fn check_session_limit(
         )));
     }
     Ok(())
+}
+
+/// How a refused call is answered: a JSON-RPC error (the policy denied it), or an HTTP
+/// error (a quota: 429 with `Retry-After`; the quota store unavailable: 503).
+pub(crate) fn refusal_error(refused: Refused) -> Result<ErrorObject, HttpError> {
+    match refused {
+        Refused::Denied(error) => Ok(error),
+        Refused::Quota {
+            message,
+            retry_after,
+        } => Err(HttpError::QuotaExceeded {
+            message,
+            retry_after,
+        }),
+        Refused::Unavailable(message) => Err(HttpError::Unavailable(message)),
+    }
+}
+
+/// Writes the audit record of a call a per-session limit refused.
+fn finish_refused(pending: &PendingJob, reason: &str) {
+    if let Some(ticket) = &pending.ticket {
+        ticket.set_reason(reason);
+        ticket.finish(Outcome::Quota, None);
+    }
+}
+
+/// The trace id of this request for audit records: our span's when spans are exported,
+/// else the caller's `traceparent`.
+pub(crate) fn request_trace_id(headers: &HeaderMap) -> Option<String> {
+    let ours = mcp_telemetry::propagation::traceparent_of(&tracing::Span::current());
+    let traceparent = ours.or_else(|| incoming_traceparent(headers).map(str::to_owned));
+    crate::policy::trace_id_of(traceparent.as_deref()).map(str::to_owned)
 }
 
 /// The W3C `traceparent` header of the client's request.

@@ -130,6 +130,8 @@ pub struct OpenRequest {
     pub method: Option<String>,
     /// When the gateway gives up on the worker.
     pub give_up_at: Option<Instant>,
+    /// The call's audit record and quota slots, when this connection started it.
+    pub ticket: Option<Arc<crate::policy::audit::CallTicket>>,
 }
 
 /// The pump of one or more request streams (a POST's SSE stream, or one resumed by GET).
@@ -272,9 +274,11 @@ impl RequestPump {
                 Frame::message(id, Payload::encoded(message), false)
             }
             EventBody::Response(response) => {
-                if let Some(request) = self.open.remove(&stream)
-                    && let Some(method) = request.method
-                {
+                let request = self.open.remove(&stream);
+                if let Some(ticket) = request.as_ref().and_then(|r| r.ticket.as_ref()) {
+                    ticket.finish_with(response);
+                }
+                if let Some(method) = request.and_then(|r| r.method) {
                     let outcome = if response.get("error").is_some() {
                         "error"
                     } else {
@@ -290,7 +294,10 @@ impl RequestPump {
                 Frame::message(id, Payload::Value(response.clone()), true)
             }
             EventBody::End => {
-                self.open.remove(&stream);
+                // A stream that ends without a response: the client cancelled the call.
+                if let Some(ticket) = self.open.remove(&stream).and_then(|r| r.ticket) {
+                    ticket.finish(crate::policy::audit::Outcome::Cancelled, None);
+                }
                 return self.open.is_empty().then_some(PumpEnd::Done);
             }
             EventBody::Reconnect { retry_ms } => {

@@ -9,7 +9,10 @@ use crate::http::negotiate::Accepts;
 use crate::mcp::stateless::{self, Rejection};
 use crate::state::AppState;
 use crate::transport::listen;
-use crate::transport::post::{JobSession, PendingJob, new_record, start_jobs};
+use crate::policy::caller::Caller;
+use crate::transport::post::{
+    JobSession, PendingJob, new_record, refusal_error, request_trace_id, start_jobs,
+};
 use crate::transport::pump::Frame;
 use crate::transport::respond;
 use axum::Json;
@@ -27,6 +30,7 @@ pub async fn post(
     accepts: Accepts,
     message: Message,
     principal: Principal,
+    caller: Caller,
 ) -> Result<Response, HttpError> {
     match message {
         // The revision defines no client notifications over HTTP (closing the stream
@@ -36,11 +40,12 @@ pub async fn post(
             "2026-07-28 clients send no responses: input goes in inputResponses on a retry".into(),
         )),
         Message::Request { id, method, params } => {
-            request(app, headers, accepts, id, method, params, principal).await
+            request(app, headers, accepts, id, method, params, principal, caller).await
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn request(
     app: AppState,
     headers: HeaderMap,
@@ -49,6 +54,7 @@ async fn request(
     method: String,
     params: Option<Value>,
     principal: Principal,
+    caller: Caller,
 ) -> Result<Response, HttpError> {
     let known = stateless::is_known(&method);
     let count = |outcome| app.count_request(&method, known, outcome);
@@ -68,7 +74,7 @@ async fn request(
     let local = match method.as_str() {
         "server/discover" => Some(Ok(stateless::discover_result())),
         "tools/list" | "resources/list" | "resources/templates/list" | "prompts/list" => {
-            Some(list(&app, &method).await)
+            Some(list(&app, &caller, &method).await)
         }
         "subscriptions/listen" => {
             return listen::open(app, id, params, meta, &principal).await;
@@ -98,6 +104,39 @@ async fn request(
         }
         _ => None,
     };
+    // A call the policy or a quota refuses never becomes a job.
+    let mut ticket = None;
+    let local = match local {
+        Some(local) => Some(local),
+        None => {
+            let trace_id = request_trace_id(&headers);
+            let admitted = app
+                .policies
+                .admit(
+                    &caller,
+                    None,
+                    &method,
+                    &id,
+                    params.as_ref(),
+                    trace_id.as_deref(),
+                    true,
+                )
+                .await;
+            match admitted {
+                Ok(admitted) => {
+                    ticket = admitted;
+                    None
+                }
+                Err(refused) => match refusal_error(refused) {
+                    Ok(error) => Some(Err(error)),
+                    Err(http) => {
+                        count("error");
+                        return Err(http);
+                    }
+                },
+            }
+        }
+    };
     if let Some(outcome) = local {
         count(if outcome.is_ok() { "ok" } else { "error" });
         let response = match outcome {
@@ -111,17 +150,20 @@ async fn request(
         }
         return Ok(respond::json(vec![response], false, None));
     }
-    job(app, headers, accepts, id, method, params, meta, principal).await
+    let pending = PendingJob {
+        id,
+        method,
+        params,
+        ticket,
+    };
+    job(app, headers, accepts, pending, meta, principal).await
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn job(
     app: AppState,
     headers: HeaderMap,
     accepts: Accepts,
-    id: RequestId,
-    method: String,
-    params: Option<Value>,
+    pending: PendingJob,
     meta: RequestMeta,
     principal: Principal,
 ) -> Result<Response, HttpError> {
@@ -143,7 +185,7 @@ async fn job(
     // or log messages were. A plain JSON answer is cheaper, and lets an error carry the
     // HTTP status the revision gives it.
     let notifications_possible =
-        jsonrpc::progress_token(params.as_ref()).is_some() || meta.log_level.is_some();
+        jsonrpc::progress_token(pending.params.as_ref()).is_some() || meta.log_level.is_some();
     let streaming = accepts.sse && (notifications_possible || !accepts.json);
     start_jobs(
         app,
@@ -155,15 +197,16 @@ async fn job(
         streaming,
         false,
         Vec::new(),
-        vec![PendingJob { id, method, params }],
+        vec![pending],
         &headers,
         &principal,
     )
     .await
 }
 
-/// A list the gateway answers from the registry, with the fields 2026-07-28 adds.
-async fn list(app: &AppState, method: &str) -> Result<Value, ErrorObject> {
+/// A list the gateway answers from the registry, with the fields 2026-07-28 adds; only
+/// what the policy lets `caller` use (then cached privately: it depends on the caller).
+async fn list(app: &AppState, caller: &Caller, method: &str) -> Result<Value, ErrorObject> {
     let catalog = app.bus.catalog().await.map_err(|e| {
         ErrorObject::new(
             jsonrpc::SERVER_ERROR,
@@ -176,6 +219,7 @@ async fn list(app: &AppState, method: &str) -> Result<Value, ErrorObject> {
         "resources/templates/list" => json!({"resourceTemplates": catalog.resource_templates}),
         _ => json!({"prompts": catalog.prompts}),
     };
+    app.policies.filter_list(caller, method, &mut result);
     finish_result(method, &mut result);
     Ok(result)
 }

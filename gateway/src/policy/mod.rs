@@ -1,0 +1,457 @@
+//! Policies at the edge: who may see and use which tool, prompt and resource; how much
+//! (quotas shared by every gateway); and a record of every call (audit).
+//!
+//! # Layout
+//! - [`caller`]: who is calling (principal, scopes, claims), made by authentication.
+//! - [`file`]: the policy file (TOML), its validation, and its answers: may this caller
+//!   use this name; which quotas does this call draw on.
+//! - [`quota`]: GCRA rates and calls running at once, in Redis (one Lua script per
+//!   check, shared by every gateway) or in memory (the standalone gateway).
+//! - [`audit`]: one record per call, to the log and optionally a bounded Redis stream.
+//! - [`metrics`]: denials, reloads, quota rejections, audit records.
+//!
+//! This module is [`Policies`]: the policy in force (reloaded on file change or SIGHUP; a
+//! malformed reload keeps the old one), the list filter, and the admission of each call.
+//! No policy file means no filtering and no quotas: today's behaviour.
+
+pub mod audit;
+pub mod caller;
+pub mod file;
+pub mod metrics;
+pub mod quota;
+
+use crate::config::Config;
+use audit::{AuditSink, CallTicket, Outcome, Record};
+use caller::Caller;
+use file::{Kind, Policy, PolicyError};
+use mcp_bus::{Bus, SessionId};
+use mcp_protocol::{ErrorObject, RequestId, jsonrpc};
+use quota::{QuotaStore, Refusal};
+use redis::aio::ConnectionManager;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// Why a call was refused before it reached a worker.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Refused {
+    /// The caller may not use it: the error an unknown name gets, so the policy does not
+    /// tell a caller what exists beyond what it may use.
+    Denied(ErrorObject),
+    /// A quota is used up: 429, `Retry-After` seconds.
+    Quota {
+        /// What the client is told.
+        message: String,
+        /// Whole seconds to wait (at least 1).
+        retry_after: u64,
+    },
+    /// The quota store could not be asked: 503.
+    Unavailable(String),
+}
+
+/// The policy in force, the quota store and the audit sink.
+pub struct Policies {
+    path: Option<PathBuf>,
+    current: RwLock<Option<(Arc<Policy>, String)>>,
+    store: Arc<QuotaStore>,
+    audit: Option<Arc<AuditSink>>,
+    hold: Duration,
+    redis: Option<(ConnectionManager, String)>,
+}
+
+fn digest(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+impl Policies {
+    /// Loads the policy file the configuration names (a malformed one is an error: the
+    /// gateway refuses to start), and connects the quota store and audit stream.
+    pub async fn from_config(config: &Config, node: &str) -> Result<Self, String> {
+        let current = match &config.policy {
+            None => None,
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    PolicyError::Read {
+                        path: path.display().to_string(),
+                        message: e.to_string(),
+                    }
+                    .to_string()
+                })?;
+                let policy =
+                    Policy::parse(&text, &path.display().to_string()).map_err(|e| e.to_string())?;
+                Some((Arc::new(policy), digest(&text)))
+            }
+        };
+        let redis = match &config.redis_url {
+            None => None,
+            Some(url) => {
+                let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
+                let manager = redis::aio::ConnectionManagerConfig::new()
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_millis(500))
+                    .set_connection_timeout(Some(Duration::from_secs(2)))
+                    .set_response_timeout(Some(Duration::from_secs(2)));
+                let conn = ConnectionManager::new_with_config(client, manager)
+                    .await
+                    .map_err(|e| format!("redis: {e}"))?;
+                Some((conn, config.redis_prefix.clone()))
+            }
+        };
+        let store = Arc::new(match &redis {
+            None => QuotaStore::Memory(quota::MemoryStore::default()),
+            Some((conn, prefix)) => QuotaStore::Redis {
+                conn: conn.clone(),
+                prefix: prefix.clone(),
+            },
+        });
+        let audit = if config.audit_stream {
+            let Some((conn, prefix)) = &redis else {
+                return Err("--audit-stream needs --redis-url".into());
+            };
+            Some(Arc::new(AuditSink::with_stream(
+                config.audit_arguments,
+                node,
+                conn.clone(),
+                format!("{prefix}:audit"),
+                config.audit_stream_len.max(1),
+            )))
+        } else if config.audit {
+            Some(Arc::new(AuditSink::log_only(config.audit_arguments, node)))
+        } else {
+            None
+        };
+        if current.is_some() {
+            metrics::RELOADS.with_label_values(&["ok"]).inc();
+        }
+        Ok(Self {
+            path: config.policy.clone(),
+            current: RwLock::new(current),
+            store,
+            audit,
+            hold: config.job_timeout() + Duration::from_secs(30),
+            redis,
+        })
+    }
+
+    /// No policy, no audit: what tests and embedders get by default.
+    pub fn none() -> Self {
+        Self {
+            path: None,
+            current: RwLock::new(None),
+            store: Arc::new(QuotaStore::Memory(quota::MemoryStore::default())),
+            audit: None,
+            hold: Duration::from_secs(330),
+            redis: None,
+        }
+    }
+
+    /// The policy in force, if a policy file is configured.
+    pub fn current(&self) -> Option<Arc<Policy>> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(p, _)| p.clone())
+    }
+
+    /// Reads the policy file again. `Ok(None)` when its text did not change; `Ok(kinds)`
+    /// with the kinds whose visible lists may have changed; an error leaves the policy in
+    /// force untouched.
+    pub fn reload(&self) -> Result<Option<(Vec<Kind>, String, String)>, PolicyError> {
+        let Some(path) = &self.path else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError::Read {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let next_digest = digest(&text);
+        let (before, before_digest) = {
+            let current = self.current.read().unwrap_or_else(|p| p.into_inner());
+            match current.as_ref() {
+                Some((p, d)) if *d == next_digest => return Ok(None),
+                Some((p, d)) => (Some(p.clone()), d.clone()),
+                None => (None, String::new()),
+            }
+        };
+        let next = Arc::new(Policy::parse(&text, &path.display().to_string())?);
+        let changed = match &before {
+            Some(before) => before.changed_kinds(&next),
+            None => Kind::ALL.to_vec(),
+        };
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) =
+            Some((next, next_digest.clone()));
+        Ok(Some((changed, before_digest, next_digest)))
+    }
+
+    /// Reloads and reports: logs and counts the result; on a change, tells sessions whose
+    /// lists may have changed (`list_changed` through the bus's broadcast, which reaches
+    /// every session's standalone stream and every listen stream on every gateway).
+    pub async fn reload_and_announce(&self, bus: &Arc<dyn Bus>, why: &str) {
+        match self.reload() {
+            Ok(None) => {}
+            Ok(Some((kinds, before, after))) => {
+                metrics::RELOADS.with_label_values(&["ok"]).inc();
+                tracing::info!(why, policy = %after, "policy reloaded");
+                if !self.first_to_announce(&before, &after).await {
+                    return;
+                }
+                let mut methods: Vec<&str> = kinds.iter().map(|k| k.list_changed()).collect();
+                methods.dedup();
+                for method in methods {
+                    if let Err(e) = bus.broadcast(jsonrpc::notification(method, json!({}))).await
+                    {
+                        tracing::warn!(error = %e, method, "could not announce a policy change");
+                    }
+                }
+            }
+            Err(e) => {
+                metrics::RELOADS.with_label_values(&["error"]).inc();
+                tracing::error!(why, error = %e, "policy reload refused; the previous policy stays in force");
+            }
+        }
+    }
+
+    /// With Redis, every gateway watching the same file reloads it; one announcement per
+    /// change is enough, so the first gateway to claim the change announces it.
+    async fn first_to_announce(&self, before: &str, after: &str) -> bool {
+        let Some((conn, prefix)) = &self.redis else {
+            return true;
+        };
+        let mut conn = conn.clone();
+        let key = format!("{prefix}:policy:announced:{before}:{after}");
+        let claimed: Result<Option<String>, _> = redis::cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(300)
+            .query_async(&mut conn)
+            .await;
+        // When Redis cannot be asked, announce: a duplicate list_changed is harmless.
+        !matches!(claimed, Ok(None))
+    }
+
+    /// Reloads on file change (polled every `poll`) and on SIGHUP, until the process ends.
+    pub async fn watch(self: Arc<Self>, bus: Arc<dyn Bus>, poll: Duration) {
+        if self.path.is_none() {
+            return;
+        }
+        let mut hangup =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(signal) => Some(signal),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no SIGHUP handler; the policy reloads on file change only");
+                    None
+                }
+            };
+        let mut tick = tokio::time::interval(poll.max(Duration::from_millis(50)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A malformed file is reported once, not at every poll.
+        let mut last_error: Option<String> = None;
+        loop {
+            let why = tokio::select! {
+                _ = tick.tick() => "file",
+                Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
+                    last_error = None;
+                    "SIGHUP"
+                }
+            };
+            if why == "file" {
+                // Poll quietly: only a change of text is worth a reload.
+                let text = self
+                    .path
+                    .as_ref()
+                    .and_then(|p| std::fs::read_to_string(p).ok());
+                let Some(text) = text else { continue };
+                let now = digest(&text);
+                let same = self
+                    .current
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .as_ref()
+                    .is_some_and(|(_, d)| *d == now);
+                if same || last_error.as_deref() == Some(now.as_str()) {
+                    continue;
+                }
+                if let Err(e) = Policy::parse(&text, "") {
+                    last_error = Some(now);
+                    metrics::RELOADS.with_label_values(&["error"]).inc();
+                    let path = self.path.as_ref().map(|p| p.display().to_string());
+                    tracing::error!(why, error = %e, path, "policy reload refused; the previous policy stays in force");
+                    continue;
+                }
+            }
+            self.reload_and_announce(&bus, why).await;
+        }
+    }
+
+    /// Filters a list result for `caller`: only what the policy lets it use. For a
+    /// 2026-07-28 result the cache scope becomes private, since the list now depends on
+    /// who asked. Without a policy the result is untouched.
+    pub fn filter_list(&self, caller: &Caller, method: &str, result: &mut Value) {
+        let Some(policy) = self.current() else {
+            return;
+        };
+        let (field, kind, key) = match method {
+            "tools/list" => ("tools", Kind::Tool, "name"),
+            "prompts/list" => ("prompts", Kind::Prompt, "name"),
+            "resources/list" => ("resources", Kind::Resource, "uri"),
+            "resources/templates/list" => {
+                ("resourceTemplates", Kind::ResourceTemplate, "uriTemplate")
+            }
+            _ => return,
+        };
+        if let Some(Value::Array(items)) = result.get_mut(field) {
+            items.retain(|item| {
+                item.get(key)
+                    .and_then(Value::as_str)
+                    .is_some_and(|name| policy.allows(caller, kind, name))
+            });
+        }
+        if let Value::Object(fields) = result {
+            fields.insert("cacheScope".into(), json!("private"));
+        }
+    }
+
+    /// Admits one call (`tools/call`, `prompts/get`, `resources/read`) or refuses it.
+    /// Admitted, it gets a ticket that writes its audit record and holds its quota slots
+    /// until it ends (`None` when there is nothing to record or hold). Refused, its audit
+    /// record is written here and it never reaches a worker.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn admit(
+        &self,
+        caller: &Caller,
+        session: Option<&SessionId>,
+        method: &str,
+        id: &RequestId,
+        params: Option<&Value>,
+        trace_id: Option<&str>,
+        stateless: bool,
+    ) -> Result<Option<Arc<CallTicket>>, Refused> {
+        let (kind, field) = match method {
+            "tools/call" => (Kind::Tool, "name"),
+            "prompts/get" => (Kind::Prompt, "name"),
+            "resources/read" => (Kind::Resource, "uri"),
+            _ => return Ok(None),
+        };
+        let policy = self.current();
+        if policy.is_none() && self.audit.is_none() {
+            return Ok(None);
+        }
+        let name = params
+            .and_then(|p| p.get(field))
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let ticket = CallTicket::new(
+            self.audit.clone(),
+            Record::new(
+                self.audit.as_ref().is_some_and(|a| a.include_arguments),
+                &caller.principal,
+                session.map(|s| s.as_str()).unwrap_or_default(),
+                method,
+                name,
+                &id.to_string(),
+                trace_id,
+                params.and_then(|p| p.get("arguments")),
+            ),
+        );
+        let Some(policy) = policy else {
+            return Ok(Some(Arc::new(ticket)));
+        };
+        // A call without a name is the worker's to refuse (-32602), as without a policy.
+        if !name.is_empty() && !policy.allows(caller, kind, name) {
+            metrics::DENIALS.with_label_values(&[method]).inc();
+            ticket.finish(Outcome::Denied, None);
+            return Err(Refused::Denied(unknown(kind, name, stateless)));
+        }
+        if kind == Kind::Tool {
+            let budgets: Vec<_> = policy
+                .quotas_for(caller, name)
+                .map(|q| (q.clone(), q.budget_key(caller, name)))
+                .collect();
+            if !budgets.is_empty() {
+                match self.store.admit(&budgets, self.hold).await {
+                    Ok(slots) => {
+                        for (quota, _) in &budgets {
+                            metrics::QUOTA_ADMITTED
+                                .with_label_values(&[quota.name.as_str()])
+                                .inc();
+                        }
+                        *ticket.slots.lock().unwrap_or_else(|p| p.into_inner()) = Some(slots);
+                    }
+                    Err(refusal) => return Err(self.refuse(&ticket, refusal)),
+                }
+            }
+        }
+        Ok(Some(Arc::new(ticket)))
+    }
+
+    fn refuse(&self, ticket: &CallTicket, refusal: Refusal) -> Refused {
+        match refusal {
+            Refusal::Rate { quota, retry_after } => {
+                metrics::QUOTA_REJECTIONS
+                    .with_label_values(&[quota.as_str(), "rate"])
+                    .inc();
+                ticket.set_reason(&quota);
+                ticket.finish(Outcome::Quota, None);
+                let retry_after = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                Refused::Quota {
+                    message: format!(
+                        "quota {quota:?}: too many calls per second; retry in {retry_after} s"
+                    ),
+                    retry_after,
+                }
+            }
+            Refusal::Concurrent { quota, limit } => {
+                metrics::QUOTA_REJECTIONS
+                    .with_label_values(&[quota.as_str(), "concurrent"])
+                    .inc();
+                ticket.set_reason(&quota);
+                ticket.finish(Outcome::Quota, None);
+                Refused::Quota {
+                    message: format!(
+                        "quota {quota:?}: {limit} calls already running; retry when one ends"
+                    ),
+                    retry_after: 1,
+                }
+            }
+            Refusal::Unavailable(e) => {
+                metrics::QUOTA_REJECTIONS
+                    .with_label_values(&["-", "unavailable"])
+                    .inc();
+                ticket.set_reason("quota store unavailable");
+                ticket.finish(Outcome::Unavailable, None);
+                Refused::Unavailable(format!("quotas cannot be checked now: {e}"))
+            }
+        }
+    }
+}
+
+/// The error a name unknown to the cluster gets from a worker, word for word.
+fn unknown(kind: Kind, name: &str, stateless: bool) -> ErrorObject {
+    match kind {
+        Kind::Tool => ErrorObject::invalid_params(format!("Unknown tool: {name}")),
+        Kind::Prompt | Kind::ResourceTemplate => {
+            ErrorObject::invalid_params(format!("Unknown prompt: {name}"))
+        }
+        Kind::Resource => ErrorObject {
+            // 2026-07-28 moved "resource not found" to invalid params.
+            code: if stateless {
+                jsonrpc::INVALID_PARAMS
+            } else {
+                jsonrpc::RESOURCE_NOT_FOUND
+            },
+            message: format!("Resource not found: {name}"),
+            data: Some(json!({"uri": name})),
+        },
+    }
+}
+
+/// The trace id of a W3C `traceparent` (`00-<trace id>-<span id>-<flags>`).
+pub fn trace_id_of(traceparent: Option<&str>) -> Option<&str> {
+    traceparent?.split('-').nth(1).filter(|t| t.len() == 32)
+}
