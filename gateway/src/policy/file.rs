@@ -288,10 +288,7 @@ impl Policy {
                     .map(|p| patterns(&format!("{at}.principals"), p))
                     .transpose()?,
                 scopes: scopes.to_vec(),
-                claims: claims
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
+                claims: claims.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 anonymous,
             })
         };
@@ -423,7 +420,10 @@ impl Policy {
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
     (line, column)
 }
 
@@ -496,7 +496,10 @@ concurrent = 1
         let quotas: Vec<_> = policy.quotas_for(&reader, "seed_echo").collect();
         assert_eq!(quotas.len(), 1);
         assert_eq!(quotas[0].burst, 3);
-        assert_eq!(quotas[0].budget_key(&reader, "seed_echo"), "per-tool|i#reader|seed_echo");
+        assert_eq!(
+            quotas[0].budget_key(&reader, "seed_echo"),
+            "per-tool|i#reader|seed_echo"
+        );
         assert_eq!(policy.quotas_for(&reader, "server_status").count(), 0);
     }
 
@@ -524,7 +527,8 @@ concurrent = 1
     #[test]
     fn changed_kinds_compares_per_kind() {
         let a = Policy::parse("[[rule]]\ntools = [\"a\"]\nprompts = [\"p\"]\n", "a").unwrap();
-        let b = Policy::parse("[[rule]]\ntools = [\"a\", \"b\"]\nprompts = [\"p\"]\n", "b").unwrap();
+        let b =
+            Policy::parse("[[rule]]\ntools = [\"a\", \"b\"]\nprompts = [\"p\"]\n", "b").unwrap();
         assert_eq!(a.changed_kinds(&b), vec![Kind::Tool]);
         assert!(a.changed_kinds(&a.clone()).is_empty());
     }

@@ -58,7 +58,6 @@ pub struct Policies {
     store: Arc<QuotaStore>,
     audit: Option<Arc<AuditSink>>,
     hold: Duration,
-    redis: Option<(ConnectionManager, String)>,
 }
 
 fn digest(text: &str) -> String {
@@ -132,7 +131,6 @@ impl Policies {
             store,
             audit,
             hold: config.job_timeout() + Duration::from_secs(30),
-            redis,
         })
     }
 
@@ -144,7 +142,6 @@ impl Policies {
             store: Arc::new(QuotaStore::Memory(quota::MemoryStore::default())),
             audit: None,
             hold: Duration::from_secs(330),
-            redis: None,
         }
     }
 
@@ -172,7 +169,7 @@ impl Policies {
         let (before, before_digest) = {
             let current = self.current.read().unwrap_or_else(|p| p.into_inner());
             match current.as_ref() {
-                Some((p, d)) if *d == next_digest => return Ok(None),
+                Some((_, d)) if *d == next_digest => return Ok(None),
                 Some((p, d)) => (Some(p.clone()), d.clone()),
                 None => (None, String::new()),
             }
@@ -190,19 +187,23 @@ impl Policies {
     /// Reloads and reports: logs and counts the result; on a change, tells sessions whose
     /// lists may have changed (`list_changed` through the bus's broadcast, which reaches
     /// every session's standalone stream and every listen stream on every gateway).
+    ///
+    /// Every gateway announces the change it applied: gateways see a changed file at
+    /// different times (a ConfigMap reaches pods over up to a minute), and a client that
+    /// re-lists after the last announcement is sure to be answered under the new policy
+    /// by any gateway. The price: one `list_changed` per gateway per change.
     pub async fn reload_and_announce(&self, bus: &Arc<dyn Bus>, why: &str) {
         match self.reload() {
             Ok(None) => {}
-            Ok(Some((kinds, before, after))) => {
+            Ok(Some((kinds, _, after))) => {
                 metrics::RELOADS.with_label_values(&["ok"]).inc();
                 tracing::info!(why, policy = %after, "policy reloaded");
-                if !self.first_to_announce(&before, &after).await {
-                    return;
-                }
                 let mut methods: Vec<&str> = kinds.iter().map(|k| k.list_changed()).collect();
                 methods.dedup();
                 for method in methods {
-                    if let Err(e) = bus.broadcast(jsonrpc::notification(method, json!({}))).await
+                    if let Err(e) = bus
+                        .broadcast(jsonrpc::notification(method, json!({})))
+                        .await
                     {
                         tracing::warn!(error = %e, method, "could not announce a policy change");
                     }
@@ -215,39 +216,19 @@ impl Policies {
         }
     }
 
-    /// With Redis, every gateway watching the same file reloads it; one announcement per
-    /// change is enough, so the first gateway to claim the change announces it.
-    async fn first_to_announce(&self, before: &str, after: &str) -> bool {
-        let Some((conn, prefix)) = &self.redis else {
-            return true;
-        };
-        let mut conn = conn.clone();
-        let key = format!("{prefix}:policy:announced:{before}:{after}");
-        let claimed: Result<Option<String>, _> = redis::cmd("SET")
-            .arg(&key)
-            .arg(1)
-            .arg("NX")
-            .arg("EX")
-            .arg(300)
-            .query_async(&mut conn)
-            .await;
-        // When Redis cannot be asked, announce: a duplicate list_changed is harmless.
-        !matches!(claimed, Ok(None))
-    }
-
     /// Reloads on file change (polled every `poll`) and on SIGHUP, until the process ends.
     pub async fn watch(self: Arc<Self>, bus: Arc<dyn Bus>, poll: Duration) {
         if self.path.is_none() {
             return;
         }
-        let mut hangup =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                Ok(signal) => Some(signal),
-                Err(e) => {
-                    tracing::warn!(error = %e, "no SIGHUP handler; the policy reloads on file change only");
-                    None
-                }
-            };
+        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        {
+            Ok(signal) => Some(signal),
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGHUP handler; the policy reloads on file change only");
+                None
+            }
+        };
         let mut tick = tokio::time::interval(poll.max(Duration::from_millis(50)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A malformed file is reported once, not at every poll.

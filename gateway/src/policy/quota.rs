@@ -296,11 +296,9 @@ mod tests {
 
     #[tokio::test]
     async fn memory_slots_are_released_on_drop() {
-        let policy = crate::policy::file::Policy::parse(
-            "[[quota]]\nname = \"c\"\nconcurrent = 1\n",
-            "t",
-        )
-        .unwrap();
+        let policy =
+            crate::policy::file::Policy::parse("[[quota]]\nname = \"c\"\nconcurrent = 1\n", "t")
+                .unwrap();
         let quota = policy.quotas()[0].clone();
         let store = Arc::new(QuotaStore::Memory(MemoryStore::default()));
         let budgets = vec![(quota, "c|alice".to_owned())];

@@ -111,8 +111,10 @@ async fn handle(
     let for_stateless = matches!(messages.as_slice(), [Ok(message)]
         if !batch && stateless::is_stateless(&headers, message.method(), message.params()));
     if for_stateless && let Some(Ok(message)) = messages.pop() {
-        return crate::transport::stateless::post(app, headers, accepts, message, principal, caller)
-            .await;
+        return crate::transport::stateless::post(
+            app, headers, accepts, message, principal, caller,
+        )
+        .await;
     }
     if batch && stateless::is_stateless(&headers, None, None) {
         return Err(HttpError::InvalidRequest(
@@ -173,14 +175,9 @@ async fn handle(
                 }
             }
             Ok(Message::Request { id, method, params }) => {
-                let route = methods::route(
-                    &app,
-                    session_id.as_ref(),
-                    &caller,
-                    &method,
-                    params.as_ref(),
-                )
-                .await;
+                let route =
+                    methods::route(&app, session_id.as_ref(), &caller, &method, params.as_ref())
+                        .await;
                 let known = methods::is_known(&method);
                 let count = |outcome| app.count_request(&method, known, outcome);
                 match route {
@@ -315,9 +312,9 @@ pub(crate) async fn start_jobs(
             match limits::claim(&app, &record.id, Load::Request) {
                 Ok(guard) => Some(guard),
                 Err(error) if single => {
-                        finish_refused(&pending, "requests_per_session");
-                        return Err(error);
-                    }
+                    finish_refused(&pending, "requests_per_session");
+                    return Err(error);
+                }
                 Err(error) => {
                     finish_refused(&pending, "requests_per_session");
                     immediate.push(jsonrpc::response_err(

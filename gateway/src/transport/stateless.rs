@@ -7,9 +7,9 @@ use crate::http::auth::Principal;
 use crate::http::error::HttpError;
 use crate::http::negotiate::Accepts;
 use crate::mcp::stateless::{self, Rejection};
+use crate::policy::caller::Caller;
 use crate::state::AppState;
 use crate::transport::listen;
-use crate::policy::caller::Caller;
 use crate::transport::post::{
     JobSession, PendingJob, new_record, refusal_error, request_trace_id, start_jobs,
 };
