@@ -525,6 +525,20 @@ concurrent = 1
     }
 
     #[test]
+    fn the_shipped_examples_are_valid() {
+        let compose = include_str!("../../../deploy/policy/policy.toml");
+        let policy = Policy::parse(compose, "deploy/policy/policy.toml").unwrap();
+        assert!(policy.allows(&Caller::default(), Kind::Tool, "seed_echo"));
+        let docs = include_str!("../../../docs/policies.md");
+        let example = docs
+            .split("```toml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .unwrap();
+        Policy::parse(example, "docs/policies.md").unwrap();
+    }
+
+    #[test]
     fn changed_kinds_compares_per_kind() {
         let a = Policy::parse("[[rule]]\ntools = [\"a\"]\nprompts = [\"p\"]\n", "a").unwrap();
         let b =

@@ -175,3 +175,12 @@ spec:
     matchLabels:
       {{- include "mcpgw.componentSelector" . | nindent 6 }}
 {{- end -}}
+
+{{/* The key of the policy file in its ConfigMap. */}}
+{{- define "mcpgw.policyKey" -}}
+{{- if .Values.policy.existingConfigMap.name -}}
+{{- .Values.policy.existingConfigMap.key -}}
+{{- else -}}
+policy.toml
+{{- end -}}
+{{- end }}
