@@ -301,6 +301,31 @@ async fn a_forbidden_call_gets_the_unknown_tool_error_and_never_runs() {
         .unwrap();
     assert_eq!(refused["error"]["code"], -32602, "{refused}");
 
+    // Resources: none is allowed, so notify://broadcast reads as one that does not exist.
+    let resources = status
+        .request(14, "resources/list", json!({}))
+        .await
+        .unwrap();
+    assert_eq!(resources["result"]["resources"], json!([]), "{resources}");
+    let hidden = status
+        .request(15, "resources/read", json!({"uri": "notify://broadcast"}))
+        .await
+        .unwrap();
+    let missing = status
+        .request(
+            16,
+            "resources/read",
+            json!({"uri": "notify://nothing-here"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(hidden["error"]["code"], -32002, "{hidden}");
+    assert_eq!(hidden["error"]["code"], missing["error"]["code"]);
+    assert_eq!(
+        hidden["error"]["message"],
+        "Resource not found: notify://broadcast"
+    );
+
     // Allowed calls run; the forbidden ones never reached a worker on either gateway.
     let (_, _, ok) = call(&status, 13, "server_status", json!({})).await;
     assert!(ok["result"]["content"].is_array(), "{ok}");
@@ -434,6 +459,12 @@ async fn a_policy_change_reaches_a_live_session_and_a_malformed_one_is_ignored()
     let status = cluster.session(status_token()).await;
     assert_eq!(tools_of(&status).await, ["server_status"]);
     let mut stream = status.open_stream(None).await.unwrap();
+    // A 2026-07-28 client listening for list changes, through nginx.
+    let listener = cluster.stateless(status_token());
+    let (mut listen, _) = listener
+        .listen(&cluster.nginx.url(), 1, json!({"toolsListChanged": true}))
+        .await
+        .unwrap();
     let wider = POLICY.replace(
         "tools = [\"server_status\"]",
         "tools = [\"server_status\", \"send_notification\"]",
@@ -451,6 +482,17 @@ async fn a_policy_change_reaches_a_live_session_and_a_malformed_one_is_ignored()
         }
     }
     assert_eq!(changed, 2, "one tools/list_changed per gateway");
+    let (_, heard) = listen
+        .next_message(WAIT)
+        .await
+        .unwrap()
+        .expect("the listen stream ended");
+    assert_eq!(heard["method"], "notifications/tools/list_changed");
+    let list = listener.request(5, "tools/list", json!({})).await.unwrap();
+    assert_eq!(
+        names(&list["result"], "tools"),
+        ["send_notification", "server_status"]
+    );
     assert_eq!(
         tools_of(&status).await,
         ["send_notification", "server_status"]
@@ -574,4 +616,39 @@ async fn every_call_leaves_exactly_one_audit_record() {
         })
         .sum();
     assert!(logged >= 4, "{logged} audit lines in the logs");
+}
+
+/// The standalone gateway (no Redis) keeps the same quotas in memory, for anonymous
+/// callers too (they share one budget).
+#[tokio::test]
+async fn a_standalone_gateway_keeps_quotas_in_memory() {
+    let dir = std::env::temp_dir().join(format!("mcpgw-policy-mem-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        "[[rule]]\nanonymous = true\ntools = [\"*\"]\n\n[[quota]]\nname = \"anon\"\nrate = 4.0\nburst = 2\n",
+    )
+    .unwrap();
+    let gateway = Gateway::start(&["--policy", &policy.display().to_string()]).unwrap();
+    let mut client = RawClient::new(&gateway.url());
+    client.initialize("2025-11-25").await.unwrap();
+    let start = Instant::now();
+    let (mut admitted, mut refused) = (0u32, 0u32);
+    let mut n = 0;
+    while start.elapsed() < Duration::from_millis(1500) {
+        n += 1;
+        match call(&client, n, "server_status", json!({})).await.0 {
+            200 => admitted += 1,
+            429 => refused += 1,
+            other => panic!("unexpected HTTP {other}"),
+        }
+    }
+    let most = 2.0 + 4.0 * start.elapsed().as_secs_f64() + 1.0;
+    println!(
+        "memory quota 4/s burst 2: {admitted} admitted, {refused} refused (at most {most:.1})"
+    );
+    assert!(refused > 0);
+    assert!(f64::from(admitted) <= most, "{admitted} > {most}");
+    assert!(admitted >= 6, "{admitted}: the budget was not used");
 }
