@@ -2,6 +2,7 @@
 
 use crate::config::Config;
 use crate::http::auth::{self, Authenticator};
+use crate::http::cors::{self, Cors};
 use crate::http::guard::{OriginPolicy, check_origin};
 use crate::http::limits::{self, Limits};
 use crate::ops;
@@ -38,8 +39,10 @@ pub enum GatewayError {
 /// `/metrics` for operators; HTTP metrics and tracing around everything.
 pub fn router(state: AppState) -> Router {
     let policy = Arc::new(OriginPolicy::from_config(&state.config));
-    // Layers run outside in: the Origin/Host guard, authentication, then the rate limit
-    // (which keys on the principal).
+    let cors_rules = Arc::new(Cors::new(policy.clone()));
+    // Layers run outside in: the Origin/Host guard, CORS for allowed browser origins
+    // (preflights end there, before authentication: they carry no credentials),
+    // authentication, then the rate limit (which keys on the principal).
     let mcp = Router::new()
         .route(
             "/mcp",
@@ -55,6 +58,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_auth,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            cors_rules.clone(),
+            cors::cors,
+        ))
         .layer(axum::middleware::from_fn_with_state(policy, check_origin))
         .with_state(state.clone());
     let metadata = Router::new()
@@ -66,6 +73,8 @@ pub fn router(state: AppState) -> Router {
             "/.well-known/oauth-protected-resource/mcp",
             get(auth::protected_resource_metadata),
         )
+        // A browser client on an allowed origin discovers the authorization server here.
+        .layer(axum::middleware::from_fn_with_state(cors_rules, cors::cors))
         .with_state(state.auth.clone());
     let ops = Router::new()
         .route("/healthz", get(|| async { "ok" }))
