@@ -1,6 +1,7 @@
 //! Wiring: the router and its layers, the bus, the embedded worker, graceful shutdown.
 
 use crate::config::Config;
+use crate::console;
 use crate::http::auth::{self, Authenticator};
 use crate::http::cors::{self, Cors};
 use crate::http::guard::{OriginPolicy, check_origin};
@@ -35,7 +36,7 @@ pub enum GatewayError {
     Io(#[from] std::io::Error),
 }
 
-/// The router: `/mcp` behind the Host/Origin guard; `/healthz`, `/readyz` and
+/// The router: `/mcp` behind the Host/Origin guard; the console page at `/`; `/healthz`, `/readyz` and
 /// `/metrics` for operators; HTTP metrics and tracing around everything.
 pub fn router(state: AppState) -> Router {
     let policy = Arc::new(OriginPolicy::from_config(&state.config));
@@ -62,8 +63,18 @@ pub fn router(state: AppState) -> Router {
             cors_rules.clone(),
             cors::cors,
         ))
-        .layer(axum::middleware::from_fn_with_state(policy, check_origin))
+        .layer(axum::middleware::from_fn_with_state(
+            policy.clone(),
+            check_origin,
+        ))
         .with_state(state.clone());
+    // The console page is static: the Host/Origin guard, no authentication (the page asks
+    // for a token and sends it only to /mcp).
+    let console = if state.config.no_console {
+        Router::new()
+    } else {
+        console::routes().layer(axum::middleware::from_fn_with_state(policy, check_origin))
+    };
     let metadata = Router::new()
         .route(
             "/.well-known/oauth-protected-resource",
@@ -83,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone());
     Router::new()
         .merge(mcp)
+        .merge(console)
         .merge(metadata)
         .merge(ops)
         .layer(axum::middleware::from_fn_with_state(state, ops::count_http))
