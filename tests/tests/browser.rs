@@ -108,7 +108,10 @@ async fn cors_preflight_of_an_allowed_origin_allows_the_transport() {
         }
         let allowed = list(h, "access-control-allow-headers");
         for wanted in CLIENT_HEADERS.split(',') {
-            assert!(allowed.contains(&wanted.to_owned()), "{wanted}: {allowed:?}");
+            assert!(
+                allowed.contains(&wanted.to_owned()),
+                "{wanted}: {allowed:?}"
+            );
         }
         assert_eq!(header(h, "access-control-max-age"), "7200");
         assert!(header(h, "vary").contains("origin"), "{h:?}");
@@ -124,7 +127,10 @@ async fn cors_preflight_of_an_allowed_origin_allows_the_transport() {
     )
     .await;
     let allowed = list(r.headers(), "access-control-allow-headers");
-    assert!(allowed.contains(&"mcp-param-region".to_owned()), "{allowed:?}");
+    assert!(
+        allowed.contains(&"mcp-param-region".to_owned()),
+        "{allowed:?}"
+    );
     // Another header is not.
     let r = preflight(&gw.url(), &origin, "POST", "content-type,x-unknown").await;
     let allowed = list(r.headers(), "access-control-allow-headers");
@@ -386,7 +392,10 @@ impl Browser {
                     .eval("JSON.stringify(window.mcpConsole ?? null)")
                     .await
                     .unwrap_or_default();
-                let logs = self.command(json!({"op": "logs"})).await.unwrap_or_default();
+                let logs = self
+                    .command(json!({"op": "logs"}))
+                    .await
+                    .unwrap_or_default();
                 bail!("waiting for {what}: {e}\nconsole state: {state}\npage log: {logs}")
             }
         }
@@ -455,7 +464,10 @@ async fn console_ready(browser: &mut Browser) -> anyhow::Result<()> {
     let fields = browser
         .eval("[...document.querySelectorAll('form[data-tool=long_running_operation] input')].map(i => `${i.name}:${i.type}:${i.value}`).sort()")
         .await?;
-    ensure!(fields == json!(["step_ms:number:100", "steps:number:5"]), "{fields}");
+    ensure!(
+        fields == json!(["step_ms:number:100", "steps:number:5"]),
+        "{fields}"
+    );
     Ok(())
 }
 
@@ -479,14 +491,24 @@ async fn progress_reaches_the_end(browser: &mut Browser, steps: u32) -> anyhow::
         )
         .await?;
     ensure!(
-        bar == json!([steps, steps, steps, format!("operation completed: {steps} steps")]),
+        bar == json!([
+            steps,
+            steps,
+            steps,
+            format!("operation completed: {steps} steps")
+        ]),
         "progress bar, progress events, result: {bar}"
     );
     Ok(())
 }
 
 /// A background task started from the page: every tick shown once, none missing.
-async fn start_task(browser: &mut Browser, name: &str, count: u32, interval_ms: u32) -> anyhow::Result<()> {
+async fn start_task(
+    browser: &mut Browser,
+    name: &str,
+    count: u32,
+    interval_ms: u32,
+) -> anyhow::Result<()> {
     browser
         .run_tool(
             "start_background_task",
@@ -499,11 +521,18 @@ async fn start_task(browser: &mut Browser, name: &str, count: u32, interval_ms: 
         .await
 }
 
-async fn task_completes(browser: &mut Browser, name: &str, count: u32, within: Duration) -> anyhow::Result<()> {
+async fn task_completes(
+    browser: &mut Browser,
+    name: &str,
+    count: u32,
+    within: Duration,
+) -> anyhow::Result<()> {
     let task = browser
         .wait(
             &format!("task {name}'s {count} ticks"),
-            &format!("mcpConsole.tasks[{name:?}]?.ticks.length >= {count} && mcpConsole.tasks[{name:?}]"),
+            &format!(
+                "mcpConsole.tasks[{name:?}]?.ticks.length >= {count} && mcpConsole.tasks[{name:?}]"
+            ),
             within,
         )
         .await?;
@@ -519,7 +548,9 @@ async fn task_completes(browser: &mut Browser, name: &str, count: u32, within: D
         "every tick once: {task}"
     );
     let shown = browser
-        .eval(&format!("document.querySelector('[data-task={name:?}]').textContent"))
+        .eval(&format!(
+            "document.querySelector('[data-task={name:?}]').textContent"
+        ))
         .await?;
     ensure!(
         shown == json!(format!("{name}: tick {count}/{count} (no gap)")),
@@ -543,7 +574,9 @@ async fn broadcast_shows(browser: &mut Browser, via: &str, message: &str) -> any
     browser
         .wait(
             "the broadcast",
-            &format!("mcpConsole.broadcasts.some(b => b.data === {message:?} && b.level === 'notice')"),
+            &format!(
+                "mcpConsole.broadcasts.some(b => b.data === {message:?} && b.level === 'notice')"
+            ),
             Duration::from_secs(15),
         )
         .await?;
@@ -560,7 +593,10 @@ async fn console_shows_the_demo_live_on_a_standalone_gateway() -> anyhow::Result
     progress_reaches_the_end(&mut browser, 20).await?;
     // A log message of a call shows under it, with level and logger.
     browser
-        .run_tool("send_notification", &[("message", "hello from the page"), ("level", "warning")])
+        .run_tool(
+            "send_notification",
+            &[("message", "hello from the page"), ("level", "warning")],
+        )
         .await?;
     let log = browser
         .wait(
@@ -569,7 +605,10 @@ async fn console_shows_the_demo_live_on_a_standalone_gateway() -> anyhow::Result
             Duration::from_secs(10),
         )
         .await?;
-    ensure!(log["level"] == "warning" && log["logger"] == "notify", "{log}");
+    ensure!(
+        log["level"] == "warning" && log["logger"] == "notify",
+        "{log}"
+    );
     start_task(&mut browser, "ticker", 5, 100).await?;
     broadcast_shows(&mut browser, &gw.url(), "hello, every session").await?;
     task_completes(&mut browser, "ticker", 5, Duration::from_secs(15)).await?;
@@ -601,7 +640,10 @@ async fn console_shows_the_demo_live_on_a_standalone_gateway() -> anyhow::Result
 
 /// `mcpgw_sse_streams_open{kind="get"}` of a gateway.
 async fn get_streams(gw: &Gateway) -> anyhow::Result<i64> {
-    let text = reqwest::get(format!("{}/metrics", gw.base)).await?.text().await?;
+    let text = reqwest::get(format!("{}/metrics", gw.base))
+        .await?
+        .text()
+        .await?;
     Ok(text
         .lines()
         .find(|l| l.starts_with("mcpgw_sse_streams_open{") && l.contains("kind=\"get\""))
@@ -611,11 +653,12 @@ async fn get_streams(gw: &Gateway) -> anyhow::Result<i64> {
 }
 
 #[tokio::test]
-async fn console_behind_nginx_resumes_on_the_other_gateway_when_its_gateway_dies() -> anyhow::Result<()> {
+async fn console_behind_nginx_resumes_on_the_other_gateway_when_its_gateway_dies()
+-> anyhow::Result<()> {
     let redis = RedisServer::start()?;
     let url = redis.url();
     let args = ["--redis-url", url.as_str()];
-    let mut gateways = vec![Some(Gateway::start(&args)?), Some(Gateway::start(&args)?)];
+    let mut gateways = [Some(Gateway::start(&args)?), Some(Gateway::start(&args)?)];
     let _worker = WorkerProcess::start(&url, &[])?;
     let upstreams: Vec<String> = gateways
         .iter()
@@ -657,7 +700,10 @@ async fn console_behind_nginx_resumes_on_the_other_gateway_when_its_gateway_dies
         if let [one] = holders[..] {
             break one;
         }
-        ensure!(start.elapsed() < Duration::from_secs(10), "GET streams: {holders:?}");
+        ensure!(
+            start.elapsed() < Duration::from_secs(10),
+            "GET streams: {holders:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     drop(gateways[holder].take()); // SIGKILL: no drain, the stream is cut
@@ -670,11 +716,18 @@ async fn console_behind_nginx_resumes_on_the_other_gateway_when_its_gateway_dies
         )
         .await?;
     task_completes(&mut browser, "survivor", 30, Duration::from_secs(30)).await?;
-    ensure!(get_streams(survivor).await? == 1, "the stream lives on the survivor");
-    broadcast_shows(&mut browser, &survivor.url(), "after the failover").await?;
-    let badge = browser.eval("document.getElementById('connection').textContent").await?;
     ensure!(
-        badge.as_str().is_some_and(|b| b.starts_with("resumed") && b.ends_with("nothing lost")),
+        get_streams(survivor).await? == 1,
+        "the stream lives on the survivor"
+    );
+    broadcast_shows(&mut browser, &survivor.url(), "after the failover").await?;
+    let badge = browser
+        .eval("document.getElementById('connection').textContent")
+        .await?;
+    ensure!(
+        badge
+            .as_str()
+            .is_some_and(|b| b.starts_with("resumed") && b.ends_with("nothing lost")),
         "{badge}"
     );
     browser.screenshot("console-resumed.png").await?;

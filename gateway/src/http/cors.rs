@@ -170,7 +170,10 @@ mod tests {
         assert!(allowed.contains("mcp-param-region"), "{allowed}");
         assert!(allowed.contains("mcp-session-id"), "{allowed}");
         assert!(!allowed.contains("x-evil"), "{allowed}");
-        assert!(!allowed.split(',').any(|h| h.trim() == "mcp-param-"), "{allowed}");
+        assert!(
+            !allowed.split(',').any(|h| h.trim() == "mcp-param-"),
+            "{allowed}"
+        );
     }
 
     #[tokio::test]
@@ -196,7 +199,10 @@ mod tests {
             .await
             .unwrap();
         assert!(
-            response.headers().get(ACCESS_CONTROL_ALLOW_ORIGIN).is_none(),
+            response
+                .headers()
+                .get(ACCESS_CONTROL_ALLOW_ORIGIN)
+                .is_none(),
             "{:?}",
             response.headers()
         );
