@@ -1,7 +1,10 @@
 //! One test suite for every [`Bus`] implementation: the contract in `contract.rs`, checked.
 //!
 //! An implementation's tests call [`run_all`] with a factory that builds a fresh, empty bus
-//! honouring the given [`Limits`].
+//! honouring the given [`Limits`]. The checks that need a bus with a short idle TTL
+//! ([`SHORT_IDLE_TTL`]) are public functions of their own, each run by its own test per
+//! implementation: [`idle_expiry_reaches_subscribers_and_workers`] and
+//! [`principal_counts_follow_live_sessions`].
 
 use crate::contract::Bus;
 use crate::error::BusError;
@@ -26,6 +29,13 @@ pub struct Limits {
 
 const WAIT: Duration = Duration::from_secs(5);
 
+/// The idle TTL a bus given to the idle-expiry checks must have.
+pub const SHORT_IDLE_TTL: Duration = Duration::from_millis(1000);
+
+/// How long after [`SHORT_IDLE_TTL`] an idle expiry may take to be announced (a sweep
+/// period or heartbeat of the implementation under test must fit in it).
+pub const EXPIRY_GRACE: Duration = Duration::from_secs(4);
+
 /// A session record for tests.
 pub fn record() -> SessionRecord {
     SessionRecord {
@@ -38,6 +48,28 @@ pub fn record() -> SessionRecord {
         created_ms: crate::now_ms(),
         standalone_cursor: StandaloneCursor::default(),
         ephemeral: false,
+    }
+}
+
+/// A `tools/call` job of `session` with request id `request`, for tests.
+pub fn job(session: &SessionId, request: i64) -> Job {
+    Job {
+        session: session.clone(),
+        stream: StreamId::generate(),
+        request_id: RequestId::Number(request),
+        method: "tools/call".into(),
+        params: json!({"name": "x"}),
+        progress_token: None,
+        protocol_version: "2025-11-25".into(),
+        client_capabilities: json!({}),
+        log_level: None,
+        deadline_ms: crate::now_ms() + 10_000,
+        traceparent: None,
+        attempt: 0,
+        streaming: true,
+        session_stream: true,
+        delivery_id: None,
+        principal: String::new(),
     }
 }
 
@@ -284,24 +316,7 @@ async fn ending_a_session_reaches_subscribers_and_workers(bus: Arc<dyn Bus>) {
 async fn jobs_reach_one_worker_and_are_counted(bus: Arc<dyn Bus>) {
     let r = record();
     bus.create_session(r.clone()).await.unwrap();
-    let job = Job {
-        session: r.id.clone(),
-        stream: StreamId::generate(),
-        request_id: RequestId::Number(7),
-        method: "tools/call".into(),
-        params: json!({"name": "x"}),
-        progress_token: None,
-        protocol_version: r.protocol_version.clone(),
-        client_capabilities: json!({}),
-        log_level: None,
-        deadline_ms: crate::now_ms() + 10_000,
-        traceparent: None,
-        attempt: 0,
-        streaming: true,
-        session_stream: true,
-        delivery_id: None,
-        principal: String::new(),
-    };
+    let job = job(&r.id, 7);
     bus.enqueue(job.clone()).await.unwrap();
     assert_eq!(bus.stats().await.unwrap().jobs_in_flight, 1);
     let worker = WorkerId::generate();
@@ -440,4 +455,81 @@ async fn resource_updates_reach_subscribed_sessions_only(bus: Arc<dyn Bus>) {
         bus.subscribe_resource(&other.id, "x").await,
         Err(BusError::SessionNotFound)
     ));
+}
+
+/// Idle expiry is a session end like `end_session`: every subscriber of the session gets
+/// `Live::SessionEnded`, every worker `Control::SessionEnded`, and the session and its log
+/// are gone. `bus` must have the idle TTL [`SHORT_IDLE_TTL`].
+pub async fn idle_expiry_reaches_subscribers_and_workers(bus: Arc<dyn Bus>) {
+    assert_eq!(bus.session_idle_ttl(), SHORT_IDLE_TTL);
+    let r = record();
+    bus.create_session(r.clone()).await.unwrap();
+    bus.publish(&r.id, StreamTarget::Standalone, message(1))
+        .await
+        .unwrap();
+    let worker = WorkerId::generate();
+    let mut control = bus.subscribe_control(&worker).await.unwrap();
+    let mut sub = bus.subscribe(&r.id).await.unwrap();
+    let wait = SHORT_IDLE_TTL + EXPIRY_GRACE;
+    let notice = tokio::time::timeout(wait, sub.receiver.recv())
+        .await
+        .expect("subscribers hear of the idle expiry")
+        .unwrap();
+    assert_eq!(notice, Live::SessionEnded);
+    let ended = Control::SessionEnded {
+        session: r.id.clone(),
+    };
+    tokio::time::timeout(wait, async {
+        loop {
+            if control.recv().await.unwrap() == ended {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("workers hear of the idle expiry");
+    assert!(matches!(
+        bus.session(&r.id).await,
+        Err(BusError::SessionNotFound)
+    ));
+    assert!(matches!(
+        bus.replay(&r.id, 0, 1).await,
+        Err(BusError::SessionNotFound)
+    ));
+}
+
+/// The per-principal count is the principal's live sessions: ended and expired ones leave
+/// it, ephemeral ones count while they live. `bus` must have the idle TTL
+/// [`SHORT_IDLE_TTL`].
+pub async fn principal_counts_follow_live_sessions(bus: Arc<dyn Bus>) {
+    let principal = format!("p{}", rand::random::<u32>());
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let mut r = record();
+        r.principal = principal.clone();
+        r.ephemeral = i % 2 == 0;
+        bus.create_session(r.clone()).await.unwrap();
+        ids.push(r.id);
+    }
+    assert_eq!(bus.count_sessions(&principal).await.unwrap(), 6);
+    for id in &ids[..3] {
+        assert!(bus.end_session(id).await.unwrap());
+    }
+    assert_eq!(bus.count_sessions(&principal).await.unwrap(), 3);
+    // The rest expire; kept in use, one outlives the TTL.
+    let deadline = tokio::time::Instant::now() + SHORT_IDLE_TTL + EXPIRY_GRACE;
+    loop {
+        bus.touch_session(&ids[5]).await.unwrap();
+        if bus.count_sessions(&principal).await.unwrap() == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "expired sessions still counted"
+        );
+        tokio::time::sleep(SHORT_IDLE_TTL / 5).await;
+    }
+    assert!(bus.session(&ids[5]).await.is_ok());
+    assert!(bus.end_session(&ids[5]).await.unwrap());
+    assert_eq!(bus.count_sessions(&principal).await.unwrap(), 0);
 }

@@ -527,6 +527,23 @@ mod tests {
         .await;
     }
 
+    fn short_idle_bus() -> Arc<dyn Bus> {
+        bus_with(MemoryBusConfig {
+            session_idle_ttl: crate::conformance::SHORT_IDLE_TTL,
+            ..Default::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn conformance_idle_expiry_reaches_subscribers_and_workers() {
+        crate::conformance::idle_expiry_reaches_subscribers_and_workers(short_idle_bus()).await;
+    }
+
+    #[tokio::test]
+    async fn conformance_principal_counts_follow_live_sessions() {
+        crate::conformance::principal_counts_follow_live_sessions(short_idle_bus()).await;
+    }
+
     #[tokio::test]
     async fn idle_sessions_expire_and_subscribers_hear_it() {
         let bus = bus_with(MemoryBusConfig {

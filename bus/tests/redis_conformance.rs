@@ -1,26 +1,280 @@
 //! The Redis bus passes the same contract suite as the memory bus, against a real
-//! redis-server started for this test.
+//! redis-server started for this test; and Redis's own rules: one cluster-wide idle TTL,
+//! jobs of a dead worker redelivered, and no state left behind once sessions are gone.
 
 use e2e_tests::RedisServer;
-use mcp_bus::conformance::run_all;
-use mcp_bus::{Bus, RedisBus, RedisBusConfig};
+use mcp_bus::conformance::{self, EXPIRY_GRACE, SHORT_IDLE_TTL, job, run_all};
+use mcp_bus::{Bus, Control, EventBody, RedisBus, RedisBusConfig, StreamTarget, WorkerId};
+use mcp_protocol::RequestId;
+use serde_json::json;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// A fresh, empty bus on `url` (its own key prefix unless `prefix` is given).
+async fn connect(
+    url: &str,
+    prefix: Option<&str>,
+    tune: impl FnOnce(&mut RedisBusConfig),
+) -> Arc<RedisBus> {
+    let mut config = RedisBusConfig::new(url);
+    config.prefix = prefix.map_or_else(|| format!("t{}", rand::random::<u32>()), str::to_owned);
+    tune(&mut config);
+    RedisBus::connect(config)
+        .await
+        .expect("connect to the test's redis-server")
+}
+
+/// A gateway-like bus with the short idle TTL and a fast heartbeat (the sweep period).
+fn short_idle(config: &mut RedisBusConfig) {
+    config.session_idle_ttl = Some(SHORT_IDLE_TTL);
+    config.heartbeat = Duration::from_millis(200);
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_redis_bus_keeps_the_bus_contract() {
     let redis = RedisServer::start().expect("redis-server");
     let url = redis.url();
     run_all(|limits| {
-        // A fresh prefix is a fresh, empty bus on the same server.
-        let mut config = RedisBusConfig::new(&url);
-        config.prefix = format!("t{}", rand::random::<u32>());
-        config.session_log_len = limits.session_log_len;
-        config.live_queue_len = limits.live_queue_len;
         let bus = tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(RedisBus::connect(config))
-        })
-        .expect("connect to the test's redis-server");
+            tokio::runtime::Handle::current().block_on(connect(&url, None, |config| {
+                config.session_log_len = limits.session_log_len;
+                config.live_queue_len = limits.live_queue_len;
+            }))
+        });
         bus as Arc<dyn Bus>
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_idle_expiry_reaches_subscribers_and_workers() {
+    let redis = RedisServer::start().expect("redis-server");
+    let bus = connect(&redis.url(), None, short_idle).await;
+    conformance::idle_expiry_reaches_subscribers_and_workers(bus).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance_principal_counts_follow_live_sessions() {
+    let redis = RedisServer::start().expect("redis-server");
+    let bus = connect(&redis.url(), None, short_idle).await;
+    conformance::principal_counts_follow_live_sessions(bus).await;
+}
+
+/// A process without the setting (a worker) follows the TTL a gateway set, at start and
+/// when it changes, and never arms a session with a default of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idle_ttl_is_one_cluster_wide_setting() {
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    let prefix = format!("t{}", rand::random::<u32>());
+    let gateway = connect(&url, Some(&prefix), short_idle).await;
+    let worker = connect(&url, Some(&prefix), |c| {
+        c.heartbeat = Duration::from_millis(200)
+    })
+    .await;
+    assert_eq!(worker.session_idle_ttl(), SHORT_IDLE_TTL);
+    let record = conformance::record();
+    gateway.create_session(record.clone()).await.unwrap();
+    // The worker's publishes re-arm the session with the cluster's TTL, not 30 minutes.
+    worker
+        .publish(&record.id, StreamTarget::Standalone, EventBody::End)
+        .await
+        .unwrap();
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(format!("{prefix}:{{{}}}:session", record.id))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        (1..=SHORT_IDLE_TTL.as_millis() as i64).contains(&pttl),
+        "session TTL after a worker's publish: {pttl} ms"
+    );
+    // A gateway started with another setting changes it for everyone (and says so).
+    let _other = connect(&url, Some(&prefix), |c| {
+        c.session_idle_ttl = Some(Duration::from_secs(7));
+        c.heartbeat = Duration::from_millis(200);
+    })
+    .await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while worker.session_idle_ttl() != Duration::from_secs(7) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "worker kept the old TTL"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A job whose worker stops refreshing it is delivered to another worker, with `attempt`
+/// raised, once the claim timeout has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_workers_job_is_redelivered() {
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    let prefix = format!("t{}", rand::random::<u32>());
+    let tune = |c: &mut RedisBusConfig| {
+        c.job_claim_idle = Duration::from_millis(600);
+        c.heartbeat = Duration::from_millis(200);
+    };
+    let dead = connect(&url, Some(&prefix), tune).await;
+    let alive = connect(&url, Some(&prefix), tune).await;
+    let record = conformance::record();
+    alive.create_session(record.clone()).await.unwrap();
+    let first_worker = WorkerId::generate();
+    // Both consumers exist before the job is queued (the group is made on first read).
+    let taken = tokio::spawn({
+        let dead = dead.clone();
+        let worker = first_worker.clone();
+        async move { dead.next_job(&worker).await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    alive.enqueue(job(&record.id, 1)).await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), taken)
+        .await
+        .expect("a worker takes the job")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.attempt, 0);
+    // The process that took it dies: nothing refreshes the job any more.
+    drop(dead);
+    let second = tokio::time::timeout(
+        Duration::from_secs(10),
+        alive.next_job(&WorkerId::generate()),
+    )
+    .await
+    .expect("the job is redelivered")
+    .unwrap();
+    assert_eq!(second.request_id, first.request_id);
+    assert_eq!(second.attempt, 1);
+}
+
+/// Mixed traffic with a short idle TTL, then silence: once the TTL has passed, the key
+/// count and every shared collection are back to where they were before the traffic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_returns_to_baseline_after_the_idle_ttl() {
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    let prefix = format!("t{}", rand::random::<u32>());
+    let gateway = connect(&url, Some(&prefix), |c| {
+        short_idle(c);
+        c.gateway_id = Some("soak-gateway".into());
+    })
+    .await;
+    let worker_bus = connect(&url, Some(&prefix), |c| {
+        c.heartbeat = Duration::from_millis(200)
+    })
+    .await;
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // Keys that live as long as the deployment (bounded: registry, broadcast log, job
+    // stream, settings) exist once a first broadcast and a first job have passed.
+    let worker = WorkerId::generate();
+    let _control = worker_bus.subscribe_control(&worker).await.unwrap();
+    gateway.broadcast(json!({"n": 0})).await.unwrap();
+    let warmup = conformance::record();
+    gateway.create_session(warmup.clone()).await.unwrap();
+    gateway.enqueue(job(&warmup.id, 0)).await.unwrap();
+    let j = worker_bus.next_job(&worker).await.unwrap();
+    worker_bus.finish_job(&worker, &j).await.unwrap();
+    gateway.end_session(&warmup.id).await.unwrap();
+    let dbsize = |mut conn: redis::aio::MultiplexedConnection| async move {
+        let n: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
+        n
+    };
+    let baseline = dbsize(conn.clone()).await;
+
+    let started = tokio::time::Instant::now();
+    let mut n = 0i64;
+    while started.elapsed() < Duration::from_secs(4) {
+        n += 1;
+        let mut r = conformance::record();
+        r.principal = "soak".into();
+        r.ephemeral = n % 3 == 0;
+        gateway.create_session(r.clone()).await.unwrap();
+        let _sub = gateway.subscribe(&r.id).await.unwrap();
+        gateway
+            .subscribe_resource(&r.id, &format!("res://{}", n % 5))
+            .await
+            .unwrap();
+        gateway.enqueue(job(&r.id, n)).await.unwrap();
+        let j = worker_bus.next_job(&worker).await.unwrap();
+        worker_bus
+            .adopt_call(&worker, &r.id, &j.request_id)
+            .await
+            .unwrap();
+        worker_bus
+            .publish_batch(
+                &r.id,
+                StreamTarget::Request(j.stream),
+                vec![EventBody::End, EventBody::End],
+            )
+            .await
+            .unwrap();
+        gateway
+            .send_control(Control::Cancel {
+                session: r.id.clone(),
+                request_id: RequestId::Number(n + 1_000_000),
+                reason: None,
+            })
+            .await
+            .unwrap();
+        // Half the calls finish; the others are left as a crashed request leaves them.
+        if n % 2 == 0 {
+            worker_bus.finish_job(&worker, &j).await.unwrap();
+        }
+        if n % 4 == 0 {
+            gateway.end_session(&r.id).await.unwrap();
+        }
+        if n % 10 == 0 {
+            gateway.broadcast(json!({"n": n})).await.unwrap();
+            gateway.resource_updated("res://1").await.unwrap();
+        }
+    }
+    let peak = dbsize(conn.clone()).await;
+    assert!(peak > baseline, "the traffic made no keys ({peak})");
+
+    let deadline =
+        tokio::time::Instant::now() + SHORT_IDLE_TTL + EXPIRY_GRACE + Duration::from_secs(2);
+    let index = format!("{prefix}:{{registry}}:sessions");
+    let principals = format!("{prefix}:{{registry}}:session-principals");
+    let principal = format!("{prefix}:{{registry}}:principal:soak");
+    loop {
+        let (keys, sessions, principal_members, mapped): (u64, u64, u64, u64) = redis::pipe()
+            .cmd("DBSIZE")
+            .zcard(&index)
+            .zcard(&principal)
+            .hlen(&principals)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        // Unfinished jobs stay in the stream until a worker finishes or reclaims them
+        // (jobs are not session state): they are counted apart.
+        let pending: u64 = redis::cmd("XLEN")
+            .arg(format!("{prefix}:{{jobs}}:stream"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if keys == baseline && sessions == 0 && principal_members == 0 && mapped == 0 {
+            eprintln!(
+                "{n} calls; keys: baseline {baseline}, peak {peak}, after {keys}; jobs left unfinished: {pending}"
+            );
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "state left after the idle TTL: {keys} keys (baseline {baseline}), {sessions} indexed sessions, {principal_members} principal members, {mapped} principal mappings"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leftover: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:{{res}}:*"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(
+        leftover.is_empty(),
+        "resource subscriber sets left: {leftover:?}"
+    );
 }

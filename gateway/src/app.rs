@@ -1,9 +1,7 @@
 //! Wiring: the router and its layers, the bus, the embedded worker, graceful shutdown.
 
 use crate::config::Config;
-use crate::console;
 use crate::http::auth::{self, Authenticator};
-use crate::http::cors::{self, Cors};
 use crate::http::guard::{OriginPolicy, check_origin};
 use crate::http::limits::{self, Limits};
 use crate::ops;
@@ -36,14 +34,12 @@ pub enum GatewayError {
     Io(#[from] std::io::Error),
 }
 
-/// The router: `/mcp` behind the Host/Origin guard; the console page at `/`; `/healthz`, `/readyz` and
+/// The router: `/mcp` behind the Host/Origin guard; `/healthz`, `/readyz` and
 /// `/metrics` for operators; HTTP metrics and tracing around everything.
 pub fn router(state: AppState) -> Router {
     let policy = Arc::new(OriginPolicy::from_config(&state.config));
-    let cors_rules = Arc::new(Cors::new(policy.clone()));
-    // Layers run outside in: the Origin/Host guard, CORS for allowed browser origins
-    // (preflights end there, before authentication: they carry no credentials),
-    // authentication, then the rate limit (which keys on the principal).
+    // Layers run outside in: the Origin/Host guard, authentication, then the rate limit
+    // (which keys on the principal).
     let mcp = Router::new()
         .route(
             "/mcp",
@@ -59,22 +55,8 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_auth,
         ))
-        .layer(axum::middleware::from_fn_with_state(
-            cors_rules.clone(),
-            cors::cors,
-        ))
-        .layer(axum::middleware::from_fn_with_state(
-            policy.clone(),
-            check_origin,
-        ))
+        .layer(axum::middleware::from_fn_with_state(policy, check_origin))
         .with_state(state.clone());
-    // The console page is static: the Host/Origin guard, no authentication (the page asks
-    // for a token and sends it only to /mcp).
-    let console = if state.config.no_console {
-        Router::new()
-    } else {
-        console::routes().layer(axum::middleware::from_fn_with_state(policy, check_origin))
-    };
     let metadata = Router::new()
         .route(
             "/.well-known/oauth-protected-resource",
@@ -84,8 +66,6 @@ pub fn router(state: AppState) -> Router {
             "/.well-known/oauth-protected-resource/mcp",
             get(auth::protected_resource_metadata),
         )
-        // A browser client on an allowed origin discovers the authorization server here.
-        .layer(axum::middleware::from_fn_with_state(cors_rules, cors::cors))
         .with_state(state.auth.clone());
     let ops = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -94,7 +74,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone());
     Router::new()
         .merge(mcp)
-        .merge(console)
         .merge(metadata)
         .merge(ops)
         .layer(axum::middleware::from_fn_with_state(state, ops::count_http))
@@ -138,7 +117,7 @@ pub async fn serve(
             redis.broadcast_log_len = config.event_log_len.max(1);
             redis.live_queue_len = config.stream_queue_len.max(1);
             redis.job_queue_len = config.job_queue_len.max(1);
-            redis.session_idle_ttl = config.session_idle_ttl();
+            redis.session_idle_ttl = Some(config.session_idle_ttl());
             redis.gateway_id = Some(node.clone());
             metrics.register(mcp_bus::redis::metrics::collectors());
             RedisBus::connect(redis).await?

@@ -12,10 +12,9 @@ impl RedisBus {
         let workers = self.live_workers().await?.len() as u64;
         let mut conn = self.conn();
         let live_since = now_ms().saturating_sub(self.config.liveness().as_millis() as u64);
-        let session_since = now_ms().saturating_sub(self.ttl_ms());
         let (gateways, sessions, jobs): (u64, u64, u64) = redis::pipe()
             .zcount(self.keys.gateway_heartbeats(), live_since, "+inf")
-            .zcount(self.keys.session_index(), session_since, "+inf")
+            .zcount(self.keys.session_index(), now_ms(), "+inf")
             .xlen(self.keys.jobs())
             .query_async(&mut conn)
             .await
@@ -29,7 +28,7 @@ impl RedisBus {
     }
 
     pub(super) fn session_idle_ttl(&self) -> Duration {
-        self.config.session_idle_ttl
+        Duration::from_millis(self.ttl_ms())
     }
 
     pub(super) async fn shared_secret(&self, name: &str) -> Result<Vec<u8>, BusError> {

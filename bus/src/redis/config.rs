@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+/// The session idle TTL a process follows before any process has set the cluster's.
+pub const DEFAULT_SESSION_IDLE_TTL: Duration = Duration::from_secs(1800);
+
 /// How the Redis bus connects and what it keeps.
 #[derive(Debug, Clone)]
 pub struct RedisBusConfig {
@@ -17,8 +20,11 @@ pub struct RedisBusConfig {
     pub live_queue_len: usize,
     /// Jobs queued or running before `enqueue` refuses more.
     pub job_queue_len: usize,
-    /// Idle TTL of sessions.
-    pub session_idle_ttl: Duration,
+    /// The cluster-wide idle TTL of sessions, set by the processes that own the setting
+    /// (gateways: `--session-idle-ttl-secs`). `Some`: this process writes it to Redis at
+    /// start (a change is logged, never silent). `None`: this process follows whatever is in
+    /// Redis (workers), and [`DEFAULT_SESSION_IDLE_TTL`] until something has been set.
+    pub session_idle_ttl: Option<Duration>,
     /// A job whose worker has not refreshed it for this long is claimed by another worker.
     pub job_claim_idle: Duration,
     /// How often a worker or gateway heartbeats, refreshes its running jobs and checks its
@@ -38,7 +44,7 @@ impl RedisBusConfig {
             broadcast_log_len: 1024,
             live_queue_len: 256,
             job_queue_len: 10_000,
-            session_idle_ttl: Duration::from_secs(1800),
+            session_idle_ttl: None,
             job_claim_idle: Duration::from_secs(15),
             heartbeat: Duration::from_secs(5),
             gateway_id: None,

@@ -35,7 +35,8 @@ impl Keys {
     pub fn cancelled(&self, id: &SessionId) -> String {
         format!("{}:{{{}}}:cancelled", self.prefix, id)
     }
-    /// SET: the resource URIs the session subscribed to (removed with the session).
+    /// SET: the resource URIs the session subscribed to (no TTL: removed with the session,
+    /// by its end or by upkeep, which needs it to clean the URIs' subscriber sets).
     pub fn session_resources(&self, id: &SessionId) -> String {
         format!("{}:{{{}}}:resources", self.prefix, id)
     }
@@ -89,7 +90,8 @@ impl Keys {
     pub fn gateway_heartbeats(&self) -> String {
         format!("{}:{{registry}}:gateway-heartbeats", self.prefix)
     }
-    /// ZSET: session id → creation (ms), the sessions of one principal.
+    /// ZSET: session id → creation (ms), the live sessions of one principal (members leave
+    /// with the session: its end, or upkeep when it expired).
     pub fn principal_sessions(&self, principal: &str) -> String {
         format!("{}:{{registry}}:principal:{principal}", self.prefix)
     }
@@ -97,8 +99,20 @@ impl Keys {
     pub fn secret(&self, name: &str) -> String {
         format!("{}:{{registry}}:secret:{name}", self.prefix)
     }
-    /// ZSET: session id → last use (ms), for counting live sessions.
+    /// ZSET: session id → when its idle TTL runs out if nobody uses it (ms): counts live
+    /// sessions and tells upkeep which ones to look at (see `upkeep::sweep_expired`).
     pub fn session_index(&self) -> String {
         format!("{}:{{registry}}:sessions", self.prefix)
     }
+    /// HASH: session id → principal, so a session that expired can be taken out of its
+    /// principal's set (the session hash, which also names it, is gone by then).
+    pub fn session_principals(&self) -> String {
+        format!("{}:{{registry}}:session-principals", self.prefix)
+    }
+    /// HASH: cluster-wide settings (`session-idle-ttl-ms`).
+    pub fn settings(&self) -> String {
+        format!("{}:{{registry}}:settings", self.prefix)
+    }
+    /// The field of [`Keys::settings`] holding the session idle TTL in ms.
+    pub const IDLE_TTL_FIELD: &'static str = "session-idle-ttl-ms";
 }

@@ -12,6 +12,9 @@
 //!   worker and is claimed by another (`XAUTOCLAIM`) with `attempt` raised.
 //! - Cancellations and replies go to the one worker concerned (its own channel), not to
 //!   every worker.
+//! - Nothing grows without bound: the session idle TTL is one cluster-wide setting (in
+//!   Redis, written by gateways, followed by workers), and each heartbeat's upkeep turns
+//!   idle expiries into session ends and removes what expired sessions left in shared sets.
 //!
 //! Key and message formats: `docs/redis.md`.
 //!
@@ -62,11 +65,12 @@ use async_trait::async_trait;
 use hub::Hub;
 use keys::Keys;
 use mcp_protocol::{LogLevel, RequestId};
+use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use redis::streams::StreamId as RedisStreamId;
 use serde_json::Value;
 use std::collections::HashSet;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::{OnceCell, broadcast};
@@ -120,6 +124,9 @@ pub struct RedisBus {
     /// (Redis restarted empty), so the next read creates it again: asking on every job
     /// cost a round trip per tool call.
     job_group_ready: AtomicBool,
+    /// The cluster's session idle TTL (ms) as this process last read it from Redis (see
+    /// [`RedisBusConfig::session_idle_ttl`]); every TTL this process arms comes from here.
+    idle_ttl_ms: AtomicU64,
 }
 
 impl RedisBus {
@@ -175,6 +182,7 @@ impl RedisBus {
             control_subscribed: Mutex::new(HashSet::new()),
             last_autoclaim: Mutex::new(std::time::Instant::now()),
             job_group_ready: AtomicBool::new(false),
+            idle_ttl_ms: AtomicU64::new(config::DEFAULT_SESSION_IDLE_TTL.as_millis() as u64),
             config,
         });
         tokio::spawn(hub::dispatch_pushes(
@@ -187,6 +195,7 @@ impl RedisBus {
             .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
+        bus.settle_idle_ttl().await?;
         Ok(bus)
     }
 
@@ -197,8 +206,49 @@ impl RedisBus {
         self.commands.clone()
     }
 
+    /// The cluster's session idle TTL in ms, the one every session key is armed with.
     fn ttl_ms(&self) -> u64 {
-        self.config.session_idle_ttl.as_millis() as u64
+        self.idle_ttl_ms.load(Ordering::Relaxed)
+    }
+
+    /// At start: a process that owns the setting writes it (saying so when it changes what
+    /// other processes use); every process then adopts what Redis holds.
+    async fn settle_idle_ttl(&self) -> Result<(), BusError> {
+        let mut conn = self.conn();
+        if let Some(ttl) = self.config.session_idle_ttl {
+            let ttl = ttl.as_millis() as u64;
+            let (previous,): (Option<u64>,) = redis::pipe()
+                .hget(self.keys.settings(), Keys::IDLE_TTL_FIELD)
+                .hset(self.keys.settings(), Keys::IDLE_TTL_FIELD, ttl)
+                .ignore()
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            if let Some(previous) = previous.filter(|p| *p != ttl) {
+                tracing::warn!(
+                    previous_ms = previous,
+                    now_ms = ttl,
+                    "this process changes the cluster's session idle TTL"
+                );
+            }
+        }
+        self.refresh_idle_ttl().await
+    }
+
+    /// Adopts the cluster's session idle TTL from Redis (at start and every heartbeat).
+    async fn refresh_idle_ttl(&self) -> Result<(), BusError> {
+        let mut conn = self.conn();
+        let stored: Option<u64> = conn
+            .hget(self.keys.settings(), Keys::IDLE_TTL_FIELD)
+            .await
+            .map_err(redis_err)?;
+        if let Some(ttl) = stored.filter(|t| *t > 0) {
+            let before = self.idle_ttl_ms.swap(ttl, Ordering::Relaxed);
+            if before != ttl {
+                tracing::info!(ttl_ms = ttl, "following the cluster's session idle TTL");
+            }
+        }
+        Ok(())
     }
 }
 

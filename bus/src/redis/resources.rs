@@ -17,18 +17,17 @@ impl RedisBus {
         uri: &str,
     ) -> Result<(), BusError> {
         let mut conn = self.conn();
-        let ttl = self.ttl_ms() as i64;
-        let (exists, (), (), ()): (bool, (), (), ()) = redis::pipe()
+        // The session's URI set has no TTL of its own: it must outlive an expired session
+        // so upkeep can take the session out of each URI's subscribers.
+        let (exists, (), ()): (bool, (), ()) = redis::pipe()
             .exists(self.keys.session(session))
             .sadd(self.keys.session_resources(session), uri)
-            .ignore()
-            .pexpire(self.keys.session_resources(session), ttl)
             .ignore()
             .sadd(self.keys.resource_subscribers(uri), session.as_str())
             .ignore()
             .query_async::<(bool,)>(&mut conn)
             .await
-            .map(|(e,)| (e, (), (), ()))
+            .map(|(e,)| (e, (), ()))
             .map_err(redis_err)?;
         if !exists {
             let _: redis::RedisResult<()> = redis::pipe()

@@ -71,17 +71,21 @@ return redis.call('XADD', KEYS[1], '*', 'job', ARGV[2])
 });
 
 /// Ends a session. KEYS: session, log, running, cancelled, resources. ARGV: session
-/// channel, control channel, control payload. Returns 1 if it existed.
+/// channel, control channel, control payload. Returns `{0}` if it did not exist (its keys
+/// are left to `forget_session`), else `{1, principal, uri...}`: what the caller must
+/// still remove from the shared sets (another slot, so not here).
 pub static END_SESSION: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
-local existed = redis.call('DEL', KEYS[1])
-redis.call('DEL', KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-if existed == 1 then
-  redis.call('PUBLISH', ARGV[1], 'x')
-  redis.call('PUBLISH', ARGV[2], ARGV[3])
-end
-return existed
+local rec = redis.call('HGET', KEYS[1], 'rec')
+if not rec then return {0} end
+local principal = cjson.decode(rec)['principal'] or ''
+local reply = {1, principal}
+for _, uri in ipairs(redis.call('SMEMBERS', KEYS[5])) do reply[#reply + 1] = uri end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+redis.call('PUBLISH', ARGV[1], 'x')
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return reply
 ",
     )
 });

@@ -31,7 +31,16 @@ impl RedisBus {
                 ],
             )
             .pexpire(&key, self.ttl_ms() as i64)
-            .zadd(self.keys.session_index(), record.id.as_str(), now_ms())
+            .zadd(
+                self.keys.session_index(),
+                record.id.as_str(),
+                self.deadline_ms(),
+            )
+            .hset(
+                self.keys.session_principals(),
+                record.id.as_str(),
+                &record.principal,
+            )
             .zadd(
                 self.keys.principal_sessions(&record.principal),
                 record.id.as_str(),
@@ -55,7 +64,7 @@ impl RedisBus {
             .ignore()
             .pexpire(self.keys.log(id), ttl)
             .ignore()
-            .zadd(self.keys.session_index(), id.as_str(), now_ms())
+            .add_command(self.index_refresh(id))
             .ignore()
             .query_async(&mut conn)
             .await
@@ -106,7 +115,7 @@ impl RedisBus {
             .pexpire(self.keys.session(id), ttl)
             .pexpire(self.keys.log(id), ttl)
             .ignore()
-            .zadd(self.keys.session_index(), id.as_str(), now_ms())
+            .add_command(self.index_refresh(id))
             .ignore()
             .query_async(&mut conn)
             .await
@@ -164,7 +173,7 @@ impl RedisBus {
             session: id.clone(),
         })
         .map_err(corrupt)?;
-        let existed: i64 = scripts::END_SESSION
+        let reply: Vec<redis::Value> = scripts::END_SESSION
             .key(self.keys.session(id))
             .key(self.keys.log(id))
             .key(self.keys.running(id))
@@ -176,7 +185,84 @@ impl RedisBus {
             .invoke_async(&mut conn)
             .await
             .map_err(redis_err)?;
-        let _: redis::RedisResult<()> = conn.zrem(self.keys.session_index(), id.as_str()).await;
-        Ok(existed == 1)
+        let mut fields = reply
+            .iter()
+            .skip(1)
+            .filter_map(|v| redis::from_redis_value_ref::<String>(v).ok());
+        let Some(principal) = fields.next() else {
+            // Gone already (expired, or ended elsewhere): take out whatever it left.
+            self.forget_session(id).await?;
+            return Ok(false);
+        };
+        let uris: Vec<String> = fields.collect();
+        self.forget_shared(id, Some(&principal), &uris)
+            .query_async::<()>(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        Ok(true)
+    }
+
+    /// When the session's idle TTL runs out if nobody uses it again (the score of
+    /// `session_index`).
+    pub(super) fn deadline_ms(&self) -> u64 {
+        now_ms() + self.ttl_ms()
+    }
+
+    /// Moves a live session's deadline in `session_index` (`XX`: never re-adds a session
+    /// that is gone, which upkeep took out).
+    fn index_refresh(&self, id: &SessionId) -> redis::Cmd {
+        let mut cmd = redis::cmd("ZADD");
+        cmd.arg(self.keys.session_index())
+            .arg("XX")
+            .arg(self.deadline_ms())
+            .arg(id.as_str());
+        cmd
+    }
+
+    /// Removes everything a session leaves behind besides its hash: its place in the
+    /// indexes, in its principal's set and in the subscriber sets of its resources, and
+    /// its remaining keys. Called by `end_session` and by upkeep for an expired session.
+    pub(super) async fn forget_session(&self, id: &SessionId) -> Result<(), BusError> {
+        let mut conn = self.conn();
+        let (principal, uris): (Option<String>, Vec<String>) = redis::pipe()
+            .hget(self.keys.session_principals(), id.as_str())
+            .smembers(self.keys.session_resources(id))
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)?;
+        let mut pipe = self.forget_shared(id, principal.as_deref(), &uris);
+        pipe.del(&[
+            self.keys.log(id),
+            self.keys.running(id),
+            self.keys.cancelled(id),
+            self.keys.session_resources(id),
+        ])
+        .ignore();
+        let () = pipe.query_async(&mut conn).await.map_err(redis_err)?;
+        Ok(())
+    }
+
+    /// The commands that take a session out of the shared sets: the index, the principal
+    /// mapping and set, and the subscriber sets of `uris`.
+    fn forget_shared(
+        &self,
+        id: &SessionId,
+        principal: Option<&str>,
+        uris: &[String],
+    ) -> redis::Pipeline {
+        let mut pipe = redis::pipe();
+        pipe.zrem(self.keys.session_index(), id.as_str())
+            .ignore()
+            .hdel(self.keys.session_principals(), id.as_str())
+            .ignore();
+        if let Some(principal) = principal {
+            pipe.zrem(self.keys.principal_sessions(principal), id.as_str())
+                .ignore();
+        }
+        for uri in uris {
+            pipe.srem(self.keys.resource_subscribers(uri), id.as_str())
+                .ignore();
+        }
+        pipe
     }
 }

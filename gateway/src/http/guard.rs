@@ -75,8 +75,7 @@ impl OriginPolicy {
         hosts.contains(&name)
     }
 
-    /// Whether a browser page on `origin` may call the gateway.
-    pub(crate) fn origin_allowed(&self, origin: &str) -> bool {
+    fn origin_allowed(&self, origin: &str) -> bool {
         let origin = origin.trim_end_matches('/').to_ascii_lowercase();
         let Some(origins) = &self.origins else {
             return true;
