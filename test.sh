@@ -27,6 +27,7 @@ APT_PACKAGES=(
   "npm|command -v npm"                                           # installs the pinned npm packages
   "python3|command -v python3"                                   # the Python SDK client, Node >= 22's venv
   "python3-venv|python3 -c 'import venv, ensurepip'"             # venvs for both
+  "chromium|test -x /usr/bin/chromium"                           # the console page in a real browser
 )
 
 missing=()

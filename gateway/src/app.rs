@@ -1,7 +1,9 @@
 //! Wiring: the router and its layers, the bus, the embedded worker, graceful shutdown.
 
 use crate::config::Config;
+use crate::console;
 use crate::http::auth::{self, Authenticator};
+use crate::http::cors::{self, Cors};
 use crate::http::guard::{OriginPolicy, check_origin};
 use crate::http::limits::{self, Limits};
 use crate::ops;
@@ -34,12 +36,14 @@ pub enum GatewayError {
     Io(#[from] std::io::Error),
 }
 
-/// The router: `/mcp` behind the Host/Origin guard; `/healthz`, `/readyz` and
+/// The router: `/mcp` behind the Host/Origin guard; the console page at `/`; `/healthz`, `/readyz` and
 /// `/metrics` for operators; HTTP metrics and tracing around everything.
 pub fn router(state: AppState) -> Router {
     let policy = Arc::new(OriginPolicy::from_config(&state.config));
-    // Layers run outside in: the Origin/Host guard, authentication, then the rate limit
-    // (which keys on the principal).
+    let cors_rules = Arc::new(Cors::new(policy.clone()));
+    // Layers run outside in: the Origin/Host guard, CORS for allowed browser origins
+    // (preflights end there, before authentication: they carry no credentials),
+    // authentication, then the rate limit (which keys on the principal).
     let mcp = Router::new()
         .route(
             "/mcp",
@@ -55,8 +59,22 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_auth,
         ))
-        .layer(axum::middleware::from_fn_with_state(policy, check_origin))
+        .layer(axum::middleware::from_fn_with_state(
+            cors_rules.clone(),
+            cors::cors,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            policy.clone(),
+            check_origin,
+        ))
         .with_state(state.clone());
+    // The console page is static: the Host/Origin guard, no authentication (the page asks
+    // for a token and sends it only to /mcp).
+    let console = if state.config.no_console {
+        Router::new()
+    } else {
+        console::routes().layer(axum::middleware::from_fn_with_state(policy, check_origin))
+    };
     let metadata = Router::new()
         .route(
             "/.well-known/oauth-protected-resource",
@@ -66,6 +84,8 @@ pub fn router(state: AppState) -> Router {
             "/.well-known/oauth-protected-resource/mcp",
             get(auth::protected_resource_metadata),
         )
+        // A browser client on an allowed origin discovers the authorization server here.
+        .layer(axum::middleware::from_fn_with_state(cors_rules, cors::cors))
         .with_state(state.auth.clone());
     let ops = Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -74,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state.clone());
     Router::new()
         .merge(mcp)
+        .merge(console)
         .merge(metadata)
         .merge(ops)
         .layer(axum::middleware::from_fn_with_state(state, ops::count_http))

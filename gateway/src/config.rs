@@ -41,6 +41,10 @@ pub struct Config {
     #[arg(long, env = "MCPGW_STATELESS")]
     pub stateless: bool,
 
+    /// Do not serve the console page at `/` (a browser MCP client of this gateway).
+    #[arg(long, env = "MCPGW_NO_CONSOLE")]
+    pub no_console: bool,
+
     /// Origins allowed to call the MCP endpoint (exact `scheme://host[:port]`, or `*`).
     /// Default: loopback origins when listening on loopback, none otherwise. Requests
     /// without an `Origin` header (non-browser clients) are always allowed.

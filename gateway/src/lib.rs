@@ -12,6 +12,7 @@
 //! - [`mcp`]: the protocol methods the gateway answers itself; everything else is a job.
 //! - [`policy`]: who may see and use what (the policy file), quotas shared by the
 //!   cluster, and the audit record of every call; asked by [`mcp`] and [`transport`].
+//! - [`console`]: the console page at `/`, a browser MCP client of `/mcp` (embedded).
 //! - [`ops`]: what operators see: `/readyz`, `/metrics`, HTTP metrics, cluster gauges.
 //! - [`state`]: what handlers share: the bus, the configuration, the shutdown signals.
 //!
@@ -20,6 +21,7 @@
 
 pub mod app;
 pub mod config;
+pub mod console;
 pub mod http;
 pub mod mcp;
 pub mod ops;

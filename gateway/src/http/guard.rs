@@ -75,7 +75,8 @@ impl OriginPolicy {
         hosts.contains(&name)
     }
 
-    fn origin_allowed(&self, origin: &str) -> bool {
+    /// Whether a browser page on `origin` may call the gateway.
+    pub(crate) fn origin_allowed(&self, origin: &str) -> bool {
         let origin = origin.trim_end_matches('/').to_ascii_lowercase();
         let Some(origins) = &self.origins else {
             return true;
