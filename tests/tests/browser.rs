@@ -759,3 +759,103 @@ async fn console_bundle_matches_its_sources() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// Serves the console's page and bundle on `listener` (a loopback port of its own: another
+/// origin than the gateway's), pointed at `endpoint` by a `<meta name="mcp-endpoint">`.
+fn serve_page(
+    listener: tokio::net::TcpListener,
+    endpoint: &str,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use axum::http::header::CONTENT_TYPE;
+    let dir = repo().join("gateway/console");
+    let index = std::fs::read_to_string(dir.join("index.html"))?.replace(
+        "<meta charset=\"utf-8\">",
+        &format!("<meta charset=\"utf-8\">\n<meta name=\"mcp-endpoint\" content=\"{endpoint}\">"),
+    );
+    let script = std::fs::read_to_string(dir.join("dist/console.js"))?;
+    let style = std::fs::read_to_string(dir.join("style.css"))?;
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(move || async move { ([(CONTENT_TYPE, "text/html")], index) }),
+        )
+        .route(
+            "/console/console.js",
+            axum::routing::get(
+                move || async move { ([(CONTENT_TYPE, "text/javascript")], script) },
+            ),
+        )
+        .route(
+            "/console/style.css",
+            axum::routing::get(move || async move { ([(CONTENT_TYPE, "text/css")], style) }),
+        );
+    Ok(tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    }))
+}
+
+/// `mcpgw_http_requests_total` of a gateway for one method and status.
+async fn http_requests(gw: &Gateway, method: &str, status: u16) -> anyhow::Result<f64> {
+    let text = reqwest::get(format!("{}/metrics", gw.base))
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("mcpgw_http_requests_total{"))
+        .filter(|l| {
+            l.contains(&format!("method=\"{method}\""))
+                && l.contains(&format!("status=\"{status}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum())
+}
+
+#[tokio::test]
+async fn page_on_a_foreign_origin_is_refused_and_one_on_an_allowed_origin_completes_a_session()
+-> anyhow::Result<()> {
+    // Two pages on two loopback ports; the gateway allows only the first.
+    let allowed = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let foreign = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let allowed_page = format!("http://{}", allowed.local_addr()?);
+    let foreign_page = format!("http://{}", foreign.local_addr()?);
+    let gw = Gateway::start(&["--allowed-origin", &allowed_page])?;
+    let _a = serve_page(allowed, &gw.url())?;
+    let _b = serve_page(foreign, &gw.url())?;
+    let mut browser = Browser::launch().await?;
+
+    // Off the list: the preflight is refused (403), the SDK never gets a session.
+    ensure!(browser.open(&format!("{foreign_page}/")).await? == 200);
+    let state = browser
+        .wait(
+            "the refused connection",
+            "mcpConsole.state === 'error' && mcpConsole.detail",
+            Duration::from_secs(20),
+        )
+        .await?;
+    ensure!(
+        state.as_str().is_some_and(|s| s.contains("fetch")),
+        "{state}"
+    );
+    let logs = browser.command(json!({"op": "logs"})).await?.to_string();
+    ensure!(
+        logs.contains("preflight"),
+        "the browser names the preflight: {logs}"
+    );
+    ensure!(http_requests(&gw, "OPTIONS", 403).await? >= 1.0);
+    ensure!(
+        http_requests(&gw, "POST", 200).await? == 0.0,
+        "no request passed the preflight"
+    );
+
+    // On the list: the TypeScript SDK in the page completes a session and uses it.
+    ensure!(browser.open(&format!("{allowed_page}/")).await? == 200);
+    console_ready(&mut browser).await?;
+    progress_reaches_the_end(&mut browser, 5).await?;
+    let session = browser.eval("mcpConsole.sessionId").await?;
+    ensure!(session.as_str().is_some_and(|s| s.len() == 32), "{session}");
+    start_task(&mut browser, "cross-origin", 3, 50).await?;
+    task_completes(&mut browser, "cross-origin", 3, Duration::from_secs(10)).await?;
+    ensure!(http_requests(&gw, "OPTIONS", 200).await? >= 1.0);
+    Ok(())
+}
