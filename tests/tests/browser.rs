@@ -859,3 +859,99 @@ async fn page_on_a_foreign_origin_is_refused_and_one_on_an_allowed_origin_comple
     ensure!(http_requests(&gw, "OPTIONS", 200).await? >= 1.0);
     Ok(())
 }
+
+/// Runs the MCP Inspector's CLI mode (`--cli URL --transport http ARGS`); its JSON answer.
+async fn inspector(url: &str, args: &[&str]) -> anyhow::Result<Value> {
+    let dir = repo().join("tests/browser");
+    npm_ci(&dir).await?;
+    let node = e2e_tests::tools::node22()?;
+    let child = Command::new(node)
+        .arg("node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js")
+        .args(["--cli", url, "--transport", "http"])
+        .args(args)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("spawn the MCP Inspector")?;
+    let out = tokio::time::timeout(COMMAND_TIMEOUT, child.wait_with_output())
+        .await
+        .with_context(|| format!("the Inspector did not finish {args:?}"))??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "Inspector {args:?} failed ({}): {stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(&stdout).with_context(|| format!("Inspector {args:?} printed {stdout}"))
+}
+
+#[tokio::test]
+async fn inspector_cli_lists_tools_calls_one_and_reads_a_resource() -> anyhow::Result<()> {
+    let gw = Gateway::start(&[])?;
+    let url = gw.url();
+    let listed = inspector(&url, &["--method", "tools/list"]).await?;
+    let mut names: Vec<&str> = listed["tools"]
+        .as_array()
+        .context("tools")?
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    names.sort_unstable();
+    ensure!(
+        names
+            == [
+                "broadcast",
+                "long_running_operation",
+                "send_notification",
+                "server_status",
+                "start_background_task"
+            ],
+        "{listed}"
+    );
+    let called = inspector(
+        &url,
+        &[
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "long_running_operation",
+            "--tool-arg",
+            "steps=3",
+            "--tool-arg",
+            "step_ms=10",
+        ],
+    )
+    .await?;
+    ensure!(
+        called["content"][0]["text"] == "operation completed: 3 steps",
+        "{called}"
+    );
+    // A broadcast from the Inspector, then the resource that holds the last one.
+    inspector(
+        &url,
+        &[
+            "--method",
+            "tools/call",
+            "--tool-name",
+            "broadcast",
+            "--tool-arg",
+            "message=from the inspector",
+        ],
+    )
+    .await?;
+    let read = inspector(
+        &url,
+        &["--method", "resources/read", "--uri", "notify://broadcast"],
+    )
+    .await?;
+    let text = read["contents"][0]["text"]
+        .as_str()
+        .context("resource text")?;
+    let last: Value = serde_json::from_str(text)?;
+    ensure!(last["message"] == "from the inspector", "{read}");
+    Ok(())
+}
