@@ -955,3 +955,28 @@ async fn inspector_cli_lists_tools_calls_one_and_reads_a_resource() -> anyhow::R
     ensure!(last["message"] == "from the inspector", "{read}");
     Ok(())
 }
+
+#[tokio::test]
+async fn console_asks_for_a_token_when_auth_is_on() -> anyhow::Result<()> {
+    let token = "console-token-0123456789";
+    let gw = Gateway::start(&["--auth-token", &format!("alice:{token}")])?;
+    let mut browser = Browser::launch().await?;
+    // The page itself is static and served without a token; /mcp answers 401.
+    ensure!(browser.open(&format!("{}/", gw.base)).await? == 200);
+    browser
+        .wait(
+            "the token field",
+            "mcpConsole.state === 'unauthorized' && !document.getElementById('auth').hidden",
+            Duration::from_secs(20),
+        )
+        .await?;
+    browser.fill("#token", token).await?;
+    browser.click("#auth button").await?;
+    console_ready(&mut browser).await?;
+    progress_reaches_the_end(&mut browser, 3).await?;
+    let hidden = browser
+        .eval("document.getElementById('auth').hidden")
+        .await?;
+    ensure!(hidden == true, "the token field goes away once connected");
+    Ok(())
+}
