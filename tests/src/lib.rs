@@ -12,9 +12,8 @@
 //! - [`client`]: a raw Streamable HTTP client ([`RawClient`]) that shows every status,
 //!   header and SSE event, for tests that check the transport itself.
 //! - [`stateless`]: a raw client of protocol 2026-07-28 ([`StatelessClient`]).
-//! - [`tools`]: tools the tests provision themselves (a Node.js >= 22, locked npm
-//!   packages), cached outside
-//!   the repository.
+//! - [`tools`]: tools the tests provision themselves: a Node.js >= 22 (cached outside
+//!   the repository) and the npm packages a folder's lock file names (`npm_ci`).
 
 pub mod client;
 pub mod deployment;
