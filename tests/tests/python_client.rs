@@ -12,14 +12,10 @@ use e2e_tests::{Gateway, RawClient, RedisServer, WorkerProcess};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 const TOOLSETS: &str = "demo,conformance";
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(120);
-const INSTALL_TIMEOUT: Duration = Duration::from_secs(600);
-/// Where the requirements last installed into the venv are kept, to notice a change.
-const INSTALLED_STAMP: &str = "requirements.installed";
 
 fn client_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python")
@@ -58,58 +54,9 @@ fn run(mut command: Command, limit: Duration) -> anyhow::Result<std::process::Ou
     })
 }
 
-fn run_ok(command: Command, limit: Duration) -> anyhow::Result<String> {
-    let what = format!("{command:?}");
-    let out = run(command, limit)?;
-    ensure!(
-        out.status.success(),
-        "{what} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// The venv's interpreter, after installing the pinned requirements unless the venv
-/// already holds exactly them. Once per test process: the tests of this file share it.
+/// The venv's interpreter with the pinned SDK (installed on first use).
 fn venv_python() -> anyhow::Result<PathBuf> {
-    static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    VENV.get_or_init(|| install_venv().map_err(|e| format!("{e:#}")))
-        .clone()
-        .map_err(anyhow::Error::msg)
-}
-
-fn install_venv() -> anyhow::Result<PathBuf> {
-    let dir = client_dir();
-    let venv = dir.join(".venv");
-    let python = venv.join("bin/python");
-    let wanted = std::fs::read_to_string(dir.join("requirements.txt"))?;
-    let stamp = venv.join(INSTALLED_STAMP);
-    if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&*wanted) {
-        return Ok(python);
-    }
-    eprintln!("installing the MCP Python SDK into {}", venv.display());
-    let mut create = Command::new("python3");
-    create.args(["-m", "venv", "--clear"]).arg(&venv);
-    run_ok(create, INSTALL_TIMEOUT).context(
-        "creating the venv needs python3 >= 3.10 with the venv module \
-         (Debian: apt-get install python3-venv; `.ci/run` installs it)",
-    )?;
-    let mut install = Command::new(&python);
-    install
-        .args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .arg("-r")
-        .arg(dir.join("requirements.txt"));
-    run_ok(install, INSTALL_TIMEOUT)?;
-    std::fs::write(&stamp, wanted)?;
-    Ok(python)
+    e2e_tests::tools::python_sdk()
 }
 
 /// Runs the client script against `urls`; returns its report.
