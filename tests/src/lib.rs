@@ -12,6 +12,7 @@
 //! - [`client`]: a raw Streamable HTTP client ([`RawClient`]) that shows every status,
 //!   header and SSE event, for tests that check the transport itself.
 //! - [`stateless`]: a raw client of protocol 2026-07-28 ([`StatelessClient`]).
+//! - [`typescript`]: the official TypeScript SDK client: installing it, running scripts.
 //! - [`tools`]: tools the tests provision themselves: a Node.js >= 22 (cached outside
 //!   the repository) and the npm packages a folder's lock file names (`npm_ci`).
 
@@ -22,6 +23,7 @@ pub mod process;
 pub mod redis;
 pub mod stateless;
 pub mod tools;
+pub mod typescript;
 
 pub use client::{RawClient, Read, SseEvent, SseReader};
 pub use deployment::{Deployment, Kind, wait_for_workers};

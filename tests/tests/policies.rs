@@ -604,17 +604,25 @@ async fn every_call_leaves_exactly_one_audit_record() {
             "arguments are off by default"
         );
     }
-    // The same records are in the gateways' logs, under their own target.
-    let logged: usize = cluster
-        .gateways
-        .iter()
-        .map(|g| {
-            g.log()
-                .iter()
-                .filter(|l| l.contains("mcpgw::audit"))
-                .count()
-        })
-        .sum();
+    // The same records are in the gateways' logs, under their own target (read from their
+    // stderr by a thread of the harness: poll).
+    let logged = || -> usize {
+        cluster
+            .gateways
+            .iter()
+            .map(|g| {
+                g.log()
+                    .iter()
+                    .filter(|l| l.contains("mcpgw::audit"))
+                    .count()
+            })
+            .sum()
+    };
+    let deadline = Instant::now() + WAIT;
+    while logged() < 4 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logged = logged();
     assert!(logged >= 4, "{logged} audit lines in the logs");
 }
 
@@ -651,4 +659,40 @@ async fn a_standalone_gateway_keeps_quotas_in_memory() {
     assert!(refused > 0);
     assert!(f64::from(admitted) <= most, "{admitted} > {most}");
     assert!(admitted >= 6, "{admitted}: the budget was not used");
+}
+
+/// The official TypeScript SDK client, through nginx to either gateway: each principal
+/// lists only its tools, and a forbidden call fails as an unknown tool would.
+#[tokio::test]
+async fn the_typescript_sdk_client_sees_only_what_the_policy_allows() -> anyhow::Result<()> {
+    use e2e_tests::typescript::{check_node, client_dir, ensure_sdk_installed, run_script};
+    check_node().await?;
+    let dir = client_dir();
+    ensure_sdk_installed(&dir).await?;
+    let cluster = Cluster::start(POLICY);
+    // The workers register with the cluster first.
+    tools_of(&cluster.session(status_token()).await).await;
+    let url = cluster.nginx.url();
+    let status = run_script(
+        &dir,
+        "policy.mjs",
+        &[&url, &status_token(), "send_notification"],
+    )
+    .await?;
+    assert_eq!(status["tools"], json!(["server_status"]), "{status}");
+    assert_eq!(status["call"]["ok"], false, "{status}");
+    assert_eq!(status["call"]["code"], -32602, "{status}");
+    let notify = run_script(
+        &dir,
+        "policy.mjs",
+        &[&url, &notify_token(), "send_notification"],
+    )
+    .await?;
+    assert_eq!(
+        notify["tools"],
+        json!(["long_running_operation", "send_notification"]),
+        "{notify}"
+    );
+    assert_eq!(notify["call"]["ok"], true, "{notify}");
+    Ok(())
 }

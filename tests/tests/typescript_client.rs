@@ -9,10 +9,8 @@
 
 use anyhow::{Context, bail, ensure};
 use e2e_tests::Gateway;
+use e2e_tests::typescript::{check_node, client_dir, ensure_sdk_installed, run_script};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
-use std::time::Duration;
 
 /// Protocol versions the gateway speaks with sessions.
 const GATEWAY_VERSIONS: &[&str] = &["2025-03-26", "2025-06-18", "2025-11-25"];
@@ -23,118 +21,6 @@ const DEMO_TOOLS: &[&str] = &[
     "start_background_task",
     "server_status",
 ];
-const FLOWS_TIMEOUT: Duration = Duration::from_secs(60);
-
-fn client_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/typescript")
-}
-
-/// Runs `program args` and returns its trimmed stdout, or a clear error if it cannot run.
-async fn tool_version(program: &str) -> anyhow::Result<String> {
-    let out = tokio::process::Command::new(program)
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .with_context(|| {
-            format!(
-                "`{program}` was not found: this test needs Node.js >= 18 and npm on PATH \
-                 (install Node.js >= 18, which ships npm, e.g. from https://nodejs.org/)"
-            )
-        })?;
-    ensure!(
-        out.status.success(),
-        "`{program} --version` failed ({}): this test needs Node.js >= 18 and npm on PATH",
-        out.status
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-/// Node.js >= 18 and npm are present.
-async fn check_node() -> anyhow::Result<()> {
-    let node = tool_version("node").await?;
-    let major: u32 = node
-        .trim_start_matches('v')
-        .split('.')
-        .next()
-        .and_then(|m| m.parse().ok())
-        .with_context(|| format!("cannot parse `node --version` output {node:?}"))?;
-    ensure!(
-        major >= 18,
-        "Node.js {node} is too old: this test needs Node.js >= 18 (and npm)"
-    );
-    tool_version("npm").await?;
-    Ok(())
-}
-
-/// The SDK version the package manifest pins.
-fn pinned_sdk_version(dir: &Path) -> anyhow::Result<String> {
-    let manifest: Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("package.json"))?)?;
-    manifest["dependencies"]["@modelcontextprotocol/sdk"]
-        .as_str()
-        .map(str::to_owned)
-        .context("package.json does not depend on @modelcontextprotocol/sdk")
-}
-
-/// The SDK version installed under node_modules, if any.
-fn installed_sdk_version(dir: &Path) -> Option<String> {
-    let text =
-        std::fs::read_to_string(dir.join("node_modules/@modelcontextprotocol/sdk/package.json"))
-            .ok()?;
-    let manifest: Value = serde_json::from_str(&text).ok()?;
-    manifest["version"].as_str().map(str::to_owned)
-}
-
-/// Installs the locked dependencies unless the pinned SDK is installed already.
-async fn ensure_sdk_installed(dir: &Path) -> anyhow::Result<()> {
-    let pinned = pinned_sdk_version(dir)?;
-    if installed_sdk_version(dir).as_deref() == Some(pinned.as_str()) {
-        return Ok(());
-    }
-    e2e_tests::tools::npm_ci(dir).await?;
-    let installed = installed_sdk_version(dir);
-    ensure!(
-        installed.as_deref() == Some(pinned.as_str()),
-        "after npm ci the SDK version is {installed:?}, expected {pinned}"
-    );
-    Ok(())
-}
-
-/// Runs flows.mjs against `url`; returns its JSON report.
-async fn run_flows(dir: &Path, url: &str) -> anyhow::Result<Value> {
-    let child = tokio::process::Command::new("node")
-        .arg("flows.mjs")
-        .arg(url)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("spawn node flows.mjs")?;
-    let out = match tokio::time::timeout(FLOWS_TIMEOUT, child.wait_with_output()).await {
-        Ok(out) => out.context("wait for node flows.mjs")?,
-        Err(_) => bail!("node flows.mjs did not finish within {FLOWS_TIMEOUT:?}"),
-    };
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !stderr.trim().is_empty() {
-        eprintln!("flows.mjs stderr:\n{stderr}");
-    }
-    ensure!(
-        out.status.success(),
-        "node flows.mjs failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
-        out.status
-    );
-    let line = stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .with_context(|| format!("flows.mjs printed nothing on stdout; stderr: {stderr}"))?;
-    serde_json::from_str(line).with_context(|| format!("flows.mjs printed a non-JSON line: {line}"))
-}
-
 /// The checks, one by one; the report is printed by the caller if any fails.
 fn check_report(r: &Value) -> anyhow::Result<()> {
     // Protocol version: one the gateway speaks, and the one the SDK asked for when the
@@ -392,7 +278,7 @@ async fn typescript_sdk_client_flows() -> anyhow::Result<()> {
     ensure_sdk_installed(&dir).await?;
 
     let gateway = Gateway::start(&[])?;
-    let report = match run_flows(&dir, &gateway.url()).await {
+    let report = match run_script(&dir, "flows.mjs", &[&gateway.url()]).await {
         Ok(report) => report,
         Err(e) => {
             let log = gateway.log();
