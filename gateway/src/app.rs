@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::TraceLayer;
-use worker::{Worker, WorkerConfig};
+use worker::{Toolsets, Worker, WorkerConfig};
 
 /// Why the gateway could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -109,7 +109,20 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    let tools = worker::toolsets::build(&config.toolsets).map_err(GatewayError::Config)?;
+    serve_with(config, Toolsets::builtin(), listener, shutdown).await
+}
+
+/// [`serve`], with the embedded worker's `--toolset` names resolved in `toolsets` (a
+/// library user's own tool sets beside, or instead of, the built-in ones).
+pub async fn serve_with(
+    config: Config,
+    toolsets: Toolsets,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    let tools = toolsets
+        .build(&config.toolsets)
+        .map_err(GatewayError::Config)?;
     let authenticator = Arc::new(
         Authenticator::from_config(&config)
             .map_err(|e| GatewayError::Config(format!("authentication: {e}")))?,

@@ -13,13 +13,9 @@ pub struct Config {
     #[arg(long, env = "MCPGW_LISTEN", default_value = "127.0.0.1:8000")]
     pub listen: SocketAddr,
 
-    /// Built-in tool sets the embedded worker serves (repeatable or comma-separated).
-    #[arg(
-        long = "toolset",
-        env = "MCPGW_TOOLSET",
-        value_delimiter = ',',
-        default_value = "demo"
-    )]
+    /// Tool sets the embedded worker serves (repeatable or comma-separated). Default:
+    /// `demo` in `mcp-gateway`; a custom binary chooses its own default.
+    #[arg(long = "toolset", env = "MCPGW_TOOLSET", value_delimiter = ',')]
     pub toolsets: Vec<String>,
 
     /// Redis URL of a shared bus. Without it the gateway runs standalone: an in-memory

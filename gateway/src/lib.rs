@@ -2,6 +2,8 @@
 //! tool calls to workers through the bus.
 //!
 //! # Layout (the request path, outside in)
+//! - [`cli`]: the binary's edge as a function, [`cli::run`], so a user's own binary
+//!   embeds a worker serving their [`worker::Toolsets`] (see `examples/`).
 //! - [`config`]: the command line and its `MCPGW_*` environment twins.
 //! - [`app`]: the router and its layers (Host/Origin guard, tracing), and [`serve`], which
 //!   wires the bus, the embedded worker and graceful shutdown.
@@ -20,6 +22,7 @@
 //! rebuild: a client may send each request, and resume each stream, on any gateway.
 
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod console;
 pub mod http;
@@ -29,5 +32,5 @@ pub mod policy;
 pub mod state;
 pub mod transport;
 
-pub use app::{GatewayError, serve};
+pub use app::{GatewayError, serve, serve_with};
 pub use config::Config;

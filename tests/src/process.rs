@@ -51,7 +51,17 @@ impl Gateway {
 
     /// Like [`Gateway::start`], with extra environment variables.
     pub fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary("mcp-gateway"))
+        Self::start_binary(&binary("mcp-gateway"), extra, env)
+    }
+
+    /// Like [`Gateway::start_with_env`], for another binary built on `gateway::cli` (a
+    /// library user's own gateway, as in `examples/`).
+    pub fn start_binary(
+        program: &std::path::Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let mut child = Command::new(program)
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(extra)
             .env("RUST_LOG", "info")
@@ -60,7 +70,7 @@ impl Gateway {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .context("spawn mcp-gateway")?;
+            .with_context(|| format!("spawn {}", program.display()))?;
         let stderr = child.stderr.take().context("gateway stderr")?;
         let (tx, rx) = std::sync::mpsc::channel();
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
@@ -160,7 +170,18 @@ impl WorkerProcess {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
-        let mut child = Command::new(binary("mcp-worker"))
+        Self::start_binary(&binary("mcp-worker"), redis_url, extra, env)
+    }
+
+    /// Like [`WorkerProcess::start_with_env`], for another binary built on `worker::cli`
+    /// (a library user's own worker, as in `examples/`).
+    pub fn start_binary(
+        program: &std::path::Path,
+        redis_url: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
+        let mut child = Command::new(program)
             .args(["--redis-url", redis_url, "--log-format", "json"])
             .args(extra)
             .env("RUST_LOG", "info")
@@ -169,7 +190,7 @@ impl WorkerProcess {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .context("spawn mcp-worker")?;
+            .with_context(|| format!("spawn {}", program.display()))?;
         let stderr = child.stderr.take().context("worker stderr")?;
         let (tx, rx) = std::sync::mpsc::channel();
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -37,9 +37,13 @@
 //!   while a publish is in flight.
 //! - [`runtime`]: [`Worker`], the job loop: takes jobs from the bus, runs them under their
 //!   deadline and cancellation, publishes their results, routes control messages.
-//! - [`toolsets`]: the built-in tools, by name (`demo`).
+//! - [`toolsets`]: [`Toolsets`], the open registry of tool sets by name: the built-in
+//!   ones (`demo`, `conformance`) and a library user's own.
+//! - [`cli`]: the `mcp-worker` binary's edge as a function, so a user's own binary serves
+//!   their [`Toolsets`] with the same flags (see `examples/`).
 
 pub mod catalog;
+pub mod cli;
 pub mod context;
 pub mod input;
 mod outbox;
@@ -53,3 +57,4 @@ pub use input::InputRequest;
 pub use mcp_protocol::{CallToolResult, LogLevel, Resource, ResourceTemplate};
 pub use runtime::{Worker, WorkerConfig};
 pub use tool::{TaskSupport, ToolError, ToolSet};
+pub use toolsets::Toolsets;
