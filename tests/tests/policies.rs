@@ -4,7 +4,8 @@
 //! call gets the unknown-tool error and never reaches a worker; a rate quota and a
 //! running-calls quota hold across both gateways together; a policy change reaches a live
 //! session as `list_changed`; a malformed policy is refused at start and, on reload,
-//! leaves the old one in force; every call leaves exactly one audit record.
+//! leaves the old one in force; every call leaves exactly one audit record. The official
+//! TypeScript and Python SDK clients see the same.
 //!
 //! Needs the Debian packages `redis-server` and `nginx`.
 
@@ -694,5 +695,107 @@ async fn the_typescript_sdk_client_sees_only_what_the_policy_allows() -> anyhow:
         "{notify}"
     );
     assert_eq!(notify["call"]["ok"], true, "{notify}");
+    Ok(())
+}
+
+/// Runs `tests/clients/python/policy.py` (the official MCP Python SDK) with `args`, within
+/// a bound; returns the JSON line it printed.
+async fn python_policy_view(args: &[&str]) -> anyhow::Result<Value> {
+    use anyhow::Context;
+    let python = e2e_tests::tools::python_sdk()?;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients/python");
+    let mut command = tokio::process::Command::new(python);
+    command
+        .arg("policy.py")
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(90), command.output())
+        .await
+        .context("policy.py did not finish within 90 s")??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    anyhow::ensure!(
+        out.status.success(),
+        "policy.py failed ({}):\nstdout: {stdout}\nstderr: {stderr}",
+        out.status
+    );
+    let line = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .with_context(|| format!("policy.py printed nothing; stderr: {stderr}"))?;
+    serde_json::from_str(line).with_context(|| format!("policy.py printed: {line}"))
+}
+
+/// The official Python SDK client, through nginx to either gateway, in the session
+/// protocol and in 2026-07-28 (whichever the SDK negotiates in `auto` mode, checked): each
+/// principal lists only its tools, its allowed call runs, and its forbidden call fails
+/// as an unknown tool would and never reaches a worker.
+#[tokio::test]
+async fn the_python_sdk_client_sees_only_what_the_policy_allows() -> anyhow::Result<()> {
+    // Installs the SDK first (once per machine), before any server's clock starts.
+    e2e_tests::tools::python_sdk()?;
+    let cluster = Cluster::start(POLICY);
+    // The workers register with the cluster first.
+    tools_of(&cluster.session(status_token()).await).await;
+    let url = cluster.nginx.url();
+    let cases = [
+        (
+            status_token(),
+            "server_status",
+            "send_notification",
+            vec!["server_status"],
+        ),
+        (
+            notify_token(),
+            "send_notification",
+            "server_status",
+            vec!["long_running_operation", "send_notification"],
+        ),
+    ];
+    for (token, allowed, forbidden, expected) in &cases {
+        let report = python_policy_view(&[&url, token, allowed, forbidden]).await?;
+        assert_eq!(report["errors"], json!([]), "{report}");
+        assert!(
+            report["sdk_version"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("2.")),
+            "{report}"
+        );
+        let legacy = &report["views"]["legacy"];
+        let auto = &report["views"]["auto"];
+        assert_eq!(legacy["protocol_version"], "2025-11-25", "{report}");
+        assert_eq!(auto["protocol_version"], "2026-07-28", "{report}");
+        for view in [legacy, auto] {
+            assert_eq!(view["tools"], json!(expected), "{report}");
+            assert_eq!(view["allowed"]["ok"], true, "{report}");
+            assert_eq!(view["forbidden"]["ok"], false, "{report}");
+            assert_eq!(view["forbidden"]["code"], -32602, "{report}");
+            assert_eq!(
+                view["forbidden"]["message"],
+                format!("Unknown tool: {forbidden}"),
+                "{report}"
+            );
+        }
+    }
+    // Each tool ran exactly for its allowed calls (two per principal: one per protocol),
+    // never for the forbidden ones; the four refusals were counted.
+    for tool in ["server_status", "send_notification"] {
+        assert_eq!(
+            cluster
+                .metric("mcpgw_jobs_enqueued_total", &[&format!("tool=\"{tool}\"")])
+                .await,
+            2.0,
+            "{tool}"
+        );
+    }
+    assert_eq!(
+        cluster
+            .metric("mcpgw_policy_denials_total", &["method=\"tools/call\""])
+            .await,
+        4.0
+    );
     Ok(())
 }
