@@ -104,6 +104,9 @@ where
     jobs_reach_one_worker_and_are_counted(make(roomy)).await;
     registry_unions_tools_and_announces_changes(make(roomy)).await;
     resource_updates_reach_subscribed_sessions_only(make(roomy)).await;
+    rate_budgets_admit_a_burst_then_the_rate(make(roomy)).await;
+    running_call_slots_are_limited_released_and_leased(make(roomy)).await;
+    the_audit_log_keeps_order_and_is_bounded(make(roomy)).await;
 }
 
 async fn sessions_round_trip(bus: Arc<dyn Bus>) {
@@ -532,4 +535,105 @@ pub async fn principal_counts_follow_live_sessions(bus: Arc<dyn Bus>) {
     assert!(bus.session(&ids[5]).await.is_ok());
     assert!(bus.end_session(&ids[5]).await.unwrap());
     assert_eq!(bus.count_sessions(&principal).await.unwrap(), 0);
+}
+
+async fn rate_budgets_admit_a_burst_then_the_rate(bus: Arc<dyn Bus>) {
+    use crate::quota::RateVerdict;
+    // One call per second, three at once: three pass, the fourth waits about a second.
+    let slow = Duration::from_secs(1);
+    for _ in 0..3 {
+        assert_eq!(
+            bus.quota_take("conf|a", slow, 3).await.unwrap(),
+            RateVerdict::Admitted
+        );
+    }
+    match bus.quota_take("conf|a", slow, 3).await.unwrap() {
+        RateVerdict::Wait(wait) => {
+            assert!(
+                wait > Duration::from_millis(500) && wait <= slow,
+                "{wait:?}"
+            )
+        }
+        RateVerdict::Admitted => panic!("a fourth call within the burst's second"),
+    }
+    // A refused call drew nothing, and another budget is untouched.
+    assert!(matches!(
+        bus.quota_take("conf|a", slow, 3).await.unwrap(),
+        RateVerdict::Wait(_)
+    ));
+    assert_eq!(
+        bus.quota_take("conf|b", slow, 1).await.unwrap(),
+        RateVerdict::Admitted
+    );
+    // After the wait it names, the budget admits again (the rate, not a new burst).
+    let fast = Duration::from_millis(200);
+    assert_eq!(
+        bus.quota_take("conf|c", fast, 1).await.unwrap(),
+        RateVerdict::Admitted
+    );
+    let RateVerdict::Wait(wait) = bus.quota_take("conf|c", fast, 1).await.unwrap() else {
+        panic!("a second call within the period")
+    };
+    assert!(wait <= fast, "{wait:?}");
+    // Waiting is what is under test here: the budget refills with time.
+    tokio::time::sleep(wait + Duration::from_millis(20)).await;
+    assert_eq!(
+        bus.quota_take("conf|c", fast, 1).await.unwrap(),
+        RateVerdict::Admitted
+    );
+    assert!(matches!(
+        bus.quota_take("conf|c", fast, 1).await.unwrap(),
+        RateVerdict::Wait(_)
+    ));
+}
+
+async fn running_call_slots_are_limited_released_and_leased(bus: Arc<dyn Bus>) {
+    let long = Duration::from_secs(60);
+    assert!(bus.quota_acquire("conf|r", "s1", 2, long).await.unwrap());
+    assert!(bus.quota_acquire("conf|r", "s2", 2, long).await.unwrap());
+    assert!(!bus.quota_acquire("conf|r", "s3", 2, long).await.unwrap());
+    bus.quota_release("conf|r", "s1").await.unwrap();
+    assert!(bus.quota_acquire("conf|r", "s3", 2, long).await.unwrap());
+    assert!(!bus.quota_acquire("conf|r", "s4", 2, long).await.unwrap());
+    // Releasing what is not held changes nothing.
+    bus.quota_release("conf|r", "never-held").await.unwrap();
+    assert!(!bus.quota_acquire("conf|r", "s4", 2, long).await.unwrap());
+    // A slot never released (its holder died) is free again when its lease runs out.
+    let lease = Duration::from_millis(300);
+    assert!(bus.quota_acquire("conf|l", "dead", 1, lease).await.unwrap());
+    assert!(!bus.quota_acquire("conf|l", "next", 1, lease).await.unwrap());
+    // Waiting is what is under test here: the lease runs out with time.
+    tokio::time::sleep(lease + Duration::from_millis(50)).await;
+    assert!(bus.quota_acquire("conf|l", "next", 1, lease).await.unwrap());
+}
+
+async fn the_audit_log_keeps_order_and_is_bounded(bus: Arc<dyn Bus>) {
+    let record = |n: usize| -> crate::quota::AuditFields {
+        vec![
+            ("time".into(), format!("t{n}")),
+            ("outcome".into(), "ok".into()),
+            ("name".into(), format!("tool{n}")),
+        ]
+    };
+    assert!(bus.audit_tail(10).await.unwrap().is_empty());
+    bus.audit_append((0..3).map(record).collect(), 1000)
+        .await
+        .unwrap();
+    assert_eq!(
+        bus.audit_tail(10).await.unwrap(),
+        vec![record(0), record(1), record(2)]
+    );
+    assert_eq!(bus.audit_tail(2).await.unwrap(), vec![record(1), record(2)]);
+    // Bounded: 300 more with a bound of 10 keep at least the newest 10, at most about 10
+    // (a store may trim in whole blocks; Redis's hold 100 entries).
+    for batch in 0..30 {
+        bus.audit_append((0..10).map(|i| record(100 + batch * 10 + i)).collect(), 10)
+            .await
+            .unwrap();
+    }
+    let kept = bus.audit_tail(10_000).await.unwrap();
+    assert!(kept.len() >= 10 && kept.len() <= 10 + 100, "{}", kept.len());
+    assert_eq!(kept.last(), Some(&record(399)));
+    let newest: Vec<_> = (390..400).map(record).collect();
+    assert_eq!(kept[kept.len() - 10..], newest[..]);
 }

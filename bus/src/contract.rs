@@ -20,6 +20,12 @@
 //! - **Jobs** are delivered to one worker each. A job is in flight from
 //!   [`Bus::enqueue`] until [`Bus::finish_job`].
 //! - **Control messages** reach the worker(s) that may hold the affected request or session.
+//! - **Quotas** are shared by every node: a rate budget (GCRA) admits `burst` calls at
+//!   once and then one per period, counted atomically on one clock (the store's) whichever
+//!   node asks; a running-calls budget holds at most `limit` slots, each leased: a slot its
+//!   holder never releases (a node that died) is free again when its lease runs out.
+//! - **Audit** records go to one cluster-wide log, bounded: it keeps at least the newest
+//!   `max_len` records and at most about that many (within one storage block).
 //! - **Session end** ([`Bus::end_session`], or idle expiry) reaches every subscriber of the
 //!   session as [`Live::SessionEnded`] and every worker as [`Control::SessionEnded`]; the
 //!   session's log goes with it.
@@ -34,10 +40,12 @@ use crate::message::{
     BroadcastEvent, Catalog, ClusterStats, Control, EventBody, Job, Live, SessionEvent,
     SessionRecord, StandaloneCursor, StreamTarget, WorkerInfo,
 };
+use crate::quota::{AuditFields, RateVerdict};
 use async_trait::async_trait;
 use mcp_protocol::{LogLevel, RequestId, Tool};
 use serde_json::Value;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::broadcast;
 
 /// A live subscription to one session's events.
@@ -223,10 +231,46 @@ pub trait Bus: Send + Sync + 'static {
     /// subscribed to `uri`, whichever gateway holds it. Returns how many were notified.
     async fn resource_updated(&self, uri: &str) -> Result<u64, BusError>;
 
+    // ----- quotas -----
+
+    /// Draws one call from the rate budget `budget` (GCRA: `burst` calls at once, then one
+    /// per `period`), or says how long until the next call would be admitted. A refused
+    /// call draws nothing. The budget's state lives until it is full again, no longer.
+    async fn quota_take(
+        &self,
+        budget: &str,
+        period: Duration,
+        burst: u32,
+    ) -> Result<RateVerdict, BusError>;
+
+    /// Takes one of the `limit` running-call slots of `budget` under the id `slot` (unique
+    /// per call), leased for `lease`. False when all are held. A slot not released within
+    /// its lease is free again.
+    async fn quota_acquire(
+        &self,
+        budget: &str,
+        slot: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<bool, BusError>;
+
+    /// Gives a slot back (nothing happens if it was not held or its lease ran out).
+    async fn quota_release(&self, budget: &str, slot: &str) -> Result<(), BusError>;
+
+    // ----- audit -----
+
+    /// Appends records, in order, to the cluster's audit log, which keeps at least the
+    /// newest `max_len` (and at most about that many).
+    async fn audit_append(&self, records: Vec<AuditFields>, max_len: usize)
+    -> Result<(), BusError>;
+
+    /// The newest `count` audit records (fewer if the log holds fewer), oldest first.
+    async fn audit_tail(&self, count: usize) -> Result<Vec<AuditFields>, BusError>;
+
     // ----- cluster -----
 
     /// How long a session (and any log kept as one) lives without being used.
-    fn session_idle_ttl(&self) -> std::time::Duration;
+    fn session_idle_ttl(&self) -> Duration;
 
     /// A secret every node of the cluster shares, made at random by whichever node asks
     /// first (used to sign state the client carries between requests, such as

@@ -12,6 +12,7 @@
 //!   [`Control`], [`SessionRecord`], [`WorkerInfo`].
 //! - [`ids`]: session ids (128-bit CSPRNG) and stream ids.
 //! - [`live`]: the per-session live queue, a broadcast channel that allocates on demand.
+//! - [`quota`]: what the quota and audit sections trade in, and the shared GCRA arithmetic.
 //! - [`memory`]: the in-process implementation.
 //! - [`error`]: the bus error type, [`BusError`].
 //! - `conformance` (tests only): one test suite every implementation must pass.
@@ -22,6 +23,7 @@ pub mod ids;
 pub mod live;
 pub mod memory;
 pub mod message;
+pub mod quota;
 pub mod redis;
 
 #[cfg(any(test, feature = "conformance"))]
@@ -35,6 +37,7 @@ pub use message::{
     BroadcastEvent, Catalog, ClusterStats, Control, EventBody, Job, Live, SessionEvent,
     SessionRecord, StandaloneCursor, StreamTarget, WorkerInfo,
 };
+pub use quota::{AuditFields, RateVerdict};
 pub use redis::{RedisBus, RedisBusConfig};
 
 /// Milliseconds since the Unix epoch, the clock of deadlines and latency stamps.

@@ -14,6 +14,7 @@ use crate::message::{
     SessionRecord, StandaloneCursor, StreamTarget, WorkerInfo,
 };
 use crate::now_ms;
+use crate::quota::{AuditFields, MemoryAudit, MemoryQuotas, RateVerdict};
 use async_trait::async_trait;
 use mcp_protocol::{LogLevel, RequestId, jsonrpc};
 use serde_json::{Value, json};
@@ -64,6 +65,8 @@ pub struct MemoryBus {
     resource_subscriptions: Mutex<HashMap<String, HashSet<SessionId>>>,
     /// Secrets by name, made on first use.
     secrets: Mutex<HashMap<String, Vec<u8>>>,
+    quotas: MemoryQuotas,
+    audit: MemoryAudit,
 }
 
 struct SessionSlot {
@@ -110,6 +113,8 @@ impl MemoryBus {
             workers: Mutex::new(BTreeMap::new()),
             resource_subscriptions: Mutex::new(HashMap::new()),
             secrets: Mutex::new(HashMap::new()),
+            quotas: MemoryQuotas::default(),
+            audit: MemoryAudit::default(),
         });
         let period = (bus.config.session_idle_ttl / 4)
             .clamp(Duration::from_millis(50), Duration::from_secs(10));
@@ -504,6 +509,43 @@ impl Bus for MemoryBus {
 
     async fn health(&self) -> Result<(), BusError> {
         Ok(())
+    }
+
+    async fn quota_take(
+        &self,
+        budget: &str,
+        period: Duration,
+        burst: u32,
+    ) -> Result<RateVerdict, BusError> {
+        Ok(self.quotas.take(budget, period, burst))
+    }
+
+    async fn quota_acquire(
+        &self,
+        budget: &str,
+        slot: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<bool, BusError> {
+        Ok(self.quotas.acquire(budget, slot, limit, lease))
+    }
+
+    async fn quota_release(&self, budget: &str, slot: &str) -> Result<(), BusError> {
+        self.quotas.release(budget, slot);
+        Ok(())
+    }
+
+    async fn audit_append(
+        &self,
+        records: Vec<AuditFields>,
+        max_len: usize,
+    ) -> Result<(), BusError> {
+        self.audit.append(records, max_len);
+        Ok(())
+    }
+
+    async fn audit_tail(&self, count: usize) -> Result<Vec<AuditFields>, BusError> {
+        Ok(self.audit.tail(count))
     }
 }
 

@@ -278,3 +278,59 @@ async fn state_returns_to_baseline_after_the_idle_ttl() {
         "resource subscriber sets left: {leftover:?}"
     );
 }
+
+/// Quotas are one budget for every node on the Redis: a rate drawn on one bus is drawn on
+/// all, a slot held by one counts for all, and every quota key has a TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_budgets_are_shared_by_every_node_and_expire() {
+    use mcp_bus::RateVerdict;
+    let redis = RedisServer::start().expect("redis-server");
+    let url = redis.url();
+    let prefix = format!("t{}", rand::random::<u32>());
+    let a = connect(&url, Some(&prefix), |_| {}).await;
+    let b = connect(&url, Some(&prefix), |_| {}).await;
+    let second = Duration::from_secs(1);
+    assert_eq!(
+        a.quota_take("q|p", second, 2).await.unwrap(),
+        RateVerdict::Admitted
+    );
+    assert_eq!(
+        b.quota_take("q|p", second, 2).await.unwrap(),
+        RateVerdict::Admitted
+    );
+    assert!(matches!(
+        a.quota_take("q|p", second, 2).await.unwrap(),
+        RateVerdict::Wait(_)
+    ));
+    assert!(matches!(
+        b.quota_take("q|p", second, 2).await.unwrap(),
+        RateVerdict::Wait(_)
+    ));
+    let minute = Duration::from_secs(60);
+    assert!(a.quota_acquire("q|p", "on-a", 1, minute).await.unwrap());
+    assert!(!b.quota_acquire("q|p", "on-b", 1, minute).await.unwrap());
+    // The keys: the budget's hash tag, each with a TTL no longer than what it holds.
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for (key, most) in [
+        (format!("{prefix}:{{quota:q|p}}:rate"), 2_001),
+        (format!("{prefix}:{{quota:q|p}}:slots"), 60_000),
+    ] {
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!((1..=most).contains(&pttl), "{key}: PTTL {pttl}");
+    }
+    a.quota_release("q|p", "on-a").await.unwrap();
+    assert!(b.quota_acquire("q|p", "on-b", 1, minute).await.unwrap());
+    // The audit stream is one for the cluster: what a appends, b reads.
+    a.audit_append(vec![vec![("outcome".into(), "ok".into())]], 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        b.audit_tail(5).await.unwrap(),
+        vec![vec![("outcome".to_owned(), "ok".to_owned())]]
+    );
+}

@@ -180,7 +180,7 @@ pub async fn serve_with(
     // A malformed policy file stops the start here, with the line or field at fault.
     metrics.register(crate::policy::metrics::collectors());
     let policies = Arc::new(
-        crate::policy::Policies::from_config(&config, &node)
+        crate::policy::Policies::from_config(&config, &node, bus.clone())
             .await
             .map_err(GatewayError::Config)?,
     );

@@ -159,7 +159,7 @@ pub struct Config {
     #[arg(long, env = "MCPGW_AUDIT_ARGUMENTS")]
     pub audit_arguments: bool,
 
-    /// Also append audit records to the Redis stream `<prefix>:audit` (implies --audit;
+    /// Also append audit records to the Redis stream `<prefix>:{audit}:stream` (implies --audit;
     /// needs --redis-url).
     #[arg(long, env = "MCPGW_AUDIT_STREAM")]
     pub audit_stream: bool,

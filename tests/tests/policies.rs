@@ -166,7 +166,7 @@ impl Cluster {
 
     fn audit(&self) -> Vec<HashMap<String, String>> {
         self.redis
-            .command(&["XRANGE", "mcpgw:audit", "-", "+"])
+            .command(&["XRANGE", "mcpgw:{audit}:stream", "-", "+"])
             .unwrap()
             .stream_entries()
             .into_iter()

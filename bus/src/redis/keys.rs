@@ -115,4 +115,19 @@ impl Keys {
     }
     /// The field of [`Keys::settings`] holding the session idle TTL in ms.
     pub const IDLE_TTL_FIELD: &'static str = "session-idle-ttl-ms";
+    /// STRING: a rate budget's GCRA `tat` (ms, Redis clock); expires when the budget is
+    /// full again. The budget's own hash tag: each check touches this key alone.
+    pub fn quota_rate(&self, budget: &str) -> String {
+        format!("{}:{{quota:{budget}}}:rate", self.prefix)
+    }
+    /// ZSET: slot id → when its lease runs out (ms, Redis clock): the running calls of one
+    /// budget; the key expires with its longest lease.
+    pub fn quota_slots(&self, budget: &str) -> String {
+        format!("{}:{{quota:{budget}}}:slots", self.prefix)
+    }
+    /// STREAM: the cluster's audit records (one field per record field), trimmed with
+    /// `XADD MAXLEN ~` to about the configured length.
+    pub fn audit(&self) -> String {
+        format!("{}:{{audit}}:stream", self.prefix)
+    }
 }

@@ -30,11 +30,14 @@
 //! - `control`: cancellations, replies and session ends routed to workers.
 //! - `registry`: workers, heartbeats and the catalog of what they serve.
 //! - `resources`: resource subscriptions.
+//! - `quotas`: rate (GCRA) and running-call budgets, one script per check.
+//! - `audit`: the bounded audit stream.
 //! - `cluster`: cluster-wide settings and views (idle TTL, shared secrets, stats, health).
 //! - `upkeep`: the background heartbeat task.
 //! - `hub`: this process's pub/sub connection, shared among local subscribers.
 //! - `scripts`: the Lua scripts; `keys`: every key and channel; `metrics`: counters.
 
+mod audit;
 mod broadcasts;
 mod cluster;
 pub mod config;
@@ -44,6 +47,7 @@ mod hub;
 mod jobs;
 pub mod keys;
 pub mod metrics;
+mod quotas;
 mod registry;
 mod resources;
 mod scripts;
@@ -61,6 +65,7 @@ use crate::message::{
     BroadcastEvent, Catalog, ClusterStats, Control, EventBody, Job, SessionEvent, SessionRecord,
     StandaloneCursor, StreamTarget,
 };
+use crate::quota::{AuditFields, RateVerdict};
 use async_trait::async_trait;
 use hub::Hub;
 use keys::Keys;
@@ -418,5 +423,40 @@ impl Bus for RedisBus {
 
     async fn health(&self) -> Result<(), BusError> {
         RedisBus::health(self).await
+    }
+
+    async fn quota_take(
+        &self,
+        budget: &str,
+        period: Duration,
+        burst: u32,
+    ) -> Result<RateVerdict, BusError> {
+        RedisBus::quota_take(self, budget, period, burst).await
+    }
+
+    async fn quota_acquire(
+        &self,
+        budget: &str,
+        slot: &str,
+        limit: u32,
+        lease: Duration,
+    ) -> Result<bool, BusError> {
+        RedisBus::quota_acquire(self, budget, slot, limit, lease).await
+    }
+
+    async fn quota_release(&self, budget: &str, slot: &str) -> Result<(), BusError> {
+        RedisBus::quota_release(self, budget, slot).await
+    }
+
+    async fn audit_append(
+        &self,
+        records: Vec<AuditFields>,
+        max_len: usize,
+    ) -> Result<(), BusError> {
+        RedisBus::audit_append(self, records, max_len).await
+    }
+
+    async fn audit_tail(&self, count: usize) -> Result<Vec<AuditFields>, BusError> {
+        RedisBus::audit_tail(self, count).await
     }
 }

@@ -116,3 +116,46 @@ return 1
 ",
     )
 });
+
+/// GCRA: draws one call from a rate budget on the server's clock (`TIME`), so nodes with
+/// skewed clocks share one budget exactly. The `tat` key expires when the budget is full.
+/// KEYS: rate key. ARGV: period ms, burst.
+/// Returns `{1, "0"}` when admitted, `{0, wait ms}` when not (wait as a string: Lua numbers
+/// become integers in replies).
+pub static QUOTA_TAKE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local period = tonumber(ARGV[1])
+local tolerance = period * (math.max(tonumber(ARGV[2]), 1) - 1)
+local tat = now
+local stored = redis.call('GET', KEYS[1])
+if stored then tat = math.max(tonumber(stored), now) end
+local wait = tat - now - tolerance
+if wait > 0 then return {0, tostring(wait)} end
+local nxt = tat + period
+redis.call('SET', KEYS[1], tostring(nxt), 'PX', math.ceil(nxt - now) + 1)
+return {1, '0'}
+",
+    )
+});
+
+/// Takes a running-call slot: drops slots whose lease ran out, then adds this one if fewer
+/// than the limit are held. The key lives as long as its longest lease.
+/// KEYS: slots key. ARGV: limit, lease ms, slot id.
+/// Returns 1 when taken, 0 when all are held.
+pub static QUOTA_ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+local lease = tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], now + lease, ARGV[3])
+if redis.call('PTTL', KEYS[1]) < lease then redis.call('PEXPIRE', KEYS[1], lease) end
+return 1
+",
+    )
+});

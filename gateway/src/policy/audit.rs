@@ -1,15 +1,16 @@
 //! Audit: one record per tool call, prompt get and resource read, refused ones included.
 //!
 //! A record is written to the log under the tracing target [`TARGET`] (one JSON line per
-//! record with `--log-format json`), and, when configured, appended to a Redis stream
-//! bounded with `XADD ... MAXLEN ~`, which every gateway of the cluster appends to.
+//! record with `--log-format json`), and, when configured, appended to the bus's audit log
+//! (`mcp_bus::Bus::audit_append`; on Redis a stream bounded with `XADD ... MAXLEN ~`,
+//! which every gateway of the cluster appends to).
 //! Exactly one record per call: a [`CallTicket`] writes it when the call's outcome is
 //! known, or when it is dropped without one (the client went away first).
 
-use redis::aio::ConnectionManager;
+use mcp_bus::Bus;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::mpsc;
 
@@ -68,7 +69,7 @@ impl Outcome {
 pub struct AuditSink {
     /// Whether records carry the arguments themselves (else only their hash).
     pub include_arguments: bool,
-    /// The Redis stream's writer, if one is configured.
+    /// The bus audit log's writer, if one is configured.
     stream: Option<mpsc::Sender<Vec<(&'static str, String)>>>,
     node: String,
 }
@@ -83,35 +84,31 @@ impl AuditSink {
         }
     }
 
-    /// A sink that also appends to the Redis stream `key`, trimmed to about `max_len`
-    /// entries. Records wait in a bounded queue; when Redis is slower than the calls, the
-    /// excess is dropped from the stream (never from the log) and counted.
-    pub fn with_stream(
+    /// A sink that also appends to the bus's audit log, which keeps about `max_len`
+    /// records. Records wait in a bounded queue; when the bus is slower than the calls,
+    /// the excess is dropped from the audit log (never from the process log) and counted.
+    pub fn with_bus(
         include_arguments: bool,
         node: &str,
-        conn: ConnectionManager,
-        key: String,
+        bus: Arc<dyn Bus>,
         max_len: usize,
     ) -> Self {
         let (tx, mut rx) = mpsc::channel::<Vec<(&'static str, String)>>(4096);
         tokio::spawn(async move {
-            let mut conn = conn;
             let mut batch = Vec::new();
             while rx.recv_many(&mut batch, 256).await > 0 {
-                let mut pipe = redis::pipe();
-                for fields in batch.drain(..) {
-                    pipe.cmd("XADD")
-                        .arg(&key)
-                        .arg("MAXLEN")
-                        .arg("~")
-                        .arg(max_len)
-                        .arg("*")
-                        .arg(fields)
-                        .ignore();
-                }
-                if let Err(e) = pipe.query_async::<()>(&mut conn).await {
+                let records = batch
+                    .drain(..)
+                    .map(|fields| {
+                        fields
+                            .into_iter()
+                            .map(|(field, value)| (field.to_owned(), value))
+                            .collect()
+                    })
+                    .collect();
+                if let Err(e) = bus.audit_append(records, max_len).await {
                     crate::policy::metrics::AUDIT_STREAM_ERRORS.inc();
-                    tracing::warn!(error = %e, "could not append audit records to the Redis stream");
+                    tracing::warn!(error = %e, "could not append audit records to the bus's audit log");
                 }
             }
         });
@@ -236,7 +233,7 @@ impl Record {
 /// A call in flight: writes its one audit record when finished, or when dropped first
 /// (then as [`Outcome::Disconnected`]). Holds the call's quota slots until then.
 pub struct CallTicket {
-    sink: Option<std::sync::Arc<AuditSink>>,
+    sink: Option<Arc<AuditSink>>,
     record: Record,
     done: Mutex<bool>,
     /// Calls-running slots, released with the ticket.
@@ -245,7 +242,7 @@ pub struct CallTicket {
 
 impl CallTicket {
     /// A ticket for a call; without a sink (audit off) it only holds the call's slots.
-    pub fn new(sink: Option<std::sync::Arc<AuditSink>>, record: Record) -> Self {
+    pub fn new(sink: Option<Arc<AuditSink>>, record: Record) -> Self {
         Self {
             sink,
             record,

@@ -5,9 +5,10 @@
 //! - [`caller`]: who is calling (principal, scopes, claims), made by authentication.
 //! - [`file`]: the policy file (TOML), its validation, and its answers: may this caller
 //!   use this name; which quotas does this call draw on.
-//! - [`quota`]: GCRA rates and calls running at once, in Redis (one Lua script per
-//!   check, shared by every gateway) or in memory (the standalone gateway).
-//! - [`audit`]: one record per call, to the log and optionally a bounded Redis stream.
+//! - [`quota`]: GCRA rates and calls running at once, drawn from the bus (on Redis shared
+//!   by every gateway, in memory for the standalone gateway).
+//! - [`audit`]: one record per call, to the log and optionally the bus's bounded audit
+//!   log (a Redis stream).
 //! - [`metrics`]: denials, reloads, quota rejections, audit records.
 //!
 //! This module is [`Policies`]: the policy in force (reloaded on file change or SIGHUP; a
@@ -27,7 +28,6 @@ use file::{Kind, Policy, PolicyError};
 use mcp_bus::{Bus, SessionId};
 use mcp_protocol::{ErrorObject, RequestId, jsonrpc};
 use quota::{QuotaStore, Refusal};
-use redis::aio::ConnectionManager;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::path::PathBuf;
@@ -55,7 +55,8 @@ pub enum Refused {
 pub struct Policies {
     path: Option<PathBuf>,
     current: RwLock<Option<(Arc<Policy>, String)>>,
-    store: Arc<QuotaStore>,
+    /// `None` only without a policy (no quotas to count).
+    store: Option<QuotaStore>,
     audit: Option<Arc<AuditSink>>,
     hold: Duration,
 }
@@ -66,8 +67,12 @@ fn digest(text: &str) -> String {
 
 impl Policies {
     /// Loads the policy file the configuration names (a malformed one is an error: the
-    /// gateway refuses to start), and connects the quota store and audit stream.
-    pub async fn from_config(config: &Config, node: &str) -> Result<Self, String> {
+    /// gateway refuses to start); quotas and the audit log go through `bus`.
+    pub async fn from_config(
+        config: &Config,
+        node: &str,
+        bus: Arc<dyn Bus>,
+    ) -> Result<Self, String> {
         let current = match &config.policy {
             None => None,
             Some(path) => {
@@ -83,38 +88,15 @@ impl Policies {
                 Some((Arc::new(policy), digest(&text)))
             }
         };
-        let redis = match &config.redis_url {
-            None => None,
-            Some(url) => {
-                let client = redis::Client::open(url.as_str()).map_err(|e| e.to_string())?;
-                let manager = redis::aio::ConnectionManagerConfig::new()
-                    .set_number_of_retries(1)
-                    .set_min_delay(Duration::from_millis(50))
-                    .set_max_delay(Duration::from_millis(500))
-                    .set_connection_timeout(Some(Duration::from_secs(2)))
-                    .set_response_timeout(Some(Duration::from_secs(2)));
-                let conn = ConnectionManager::new_with_config(client, manager)
-                    .await
-                    .map_err(|e| format!("redis: {e}"))?;
-                Some((conn, config.redis_prefix.clone()))
-            }
-        };
-        let store = Arc::new(match &redis {
-            None => QuotaStore::Memory(quota::MemoryStore::default()),
-            Some((conn, prefix)) => QuotaStore::Redis {
-                conn: conn.clone(),
-                prefix: prefix.clone(),
-            },
-        });
         let audit = if config.audit_stream {
-            let Some((conn, prefix)) = &redis else {
+            // The memory bus would keep the records where nobody can read them.
+            if config.redis_url.is_none() {
                 return Err("--audit-stream needs --redis-url".into());
-            };
-            Some(Arc::new(AuditSink::with_stream(
+            }
+            Some(Arc::new(AuditSink::with_bus(
                 config.audit_arguments,
                 node,
-                conn.clone(),
-                format!("{prefix}:audit"),
+                bus.clone(),
                 config.audit_stream_len.max(1),
             )))
         } else if config.audit {
@@ -122,6 +104,7 @@ impl Policies {
         } else {
             None
         };
+        let store = Some(QuotaStore::new(bus));
         if current.is_some() {
             metrics::RELOADS.with_label_values(&["ok"]).inc();
         }
@@ -139,7 +122,7 @@ impl Policies {
         Self {
             path: None,
             current: RwLock::new(None),
-            store: Arc::new(QuotaStore::Memory(quota::MemoryStore::default())),
+            store: None,
             audit: None,
             hold: Duration::from_secs(330),
         }
@@ -355,7 +338,11 @@ impl Policies {
                 .map(|q| (q.clone(), q.budget_key(caller, name)))
                 .collect();
             if !budgets.is_empty() {
-                match self.store.admit(&budgets, self.hold).await {
+                let Some(store) = &self.store else {
+                    let refusal = Refusal::Unavailable("no quota store".into());
+                    return Err(self.refuse(&ticket, refusal));
+                };
+                match store.admit(&budgets, self.hold).await {
                     Ok(slots) => {
                         for (quota, _) in &budgets {
                             metrics::QUOTA_ADMITTED
