@@ -107,6 +107,7 @@ where
     rate_budgets_admit_a_burst_then_the_rate(make(roomy)).await;
     running_call_slots_are_limited_released_and_leased(make(roomy)).await;
     the_audit_log_keeps_order_and_is_bounded(make(roomy)).await;
+    exchanged_values_name_one_writer(make(roomy)).await;
 }
 
 async fn sessions_round_trip(bus: Arc<dyn Bus>) {
@@ -636,4 +637,27 @@ async fn the_audit_log_keeps_order_and_is_bounded(bus: Arc<dyn Bus>) {
     assert_eq!(kept.last(), Some(&record(399)));
     let newest: Vec<_> = (390..400).map(record).collect();
     assert_eq!(kept[kept.len() - 10..], newest[..]);
+}
+
+async fn exchanged_values_name_one_writer(bus: Arc<dyn Bus>) {
+    assert_eq!(bus.exchange_value("conf", "a").await.unwrap(), None);
+    assert_eq!(
+        bus.exchange_value("conf", "b").await.unwrap().as_deref(),
+        Some("a")
+    );
+    // Of many writers of one value at once, exactly one saw another value before it.
+    let writers: Vec<_> = (0..8)
+        .map(|_| {
+            let bus = bus.clone();
+            tokio::spawn(async move { bus.exchange_value("conf", "c").await.unwrap() })
+        })
+        .collect();
+    let mut changed = 0;
+    for writer in writers {
+        if writer.await.unwrap().as_deref() != Some("c") {
+            changed += 1;
+        }
+    }
+    assert_eq!(changed, 1);
+    assert_eq!(bus.exchange_value("other", "c").await.unwrap(), None);
 }

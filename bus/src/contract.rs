@@ -277,6 +277,11 @@ pub trait Bus: Send + Sync + 'static {
     /// `requestState`). Stable for the life of the bus's data.
     async fn shared_secret(&self, name: &str) -> Result<Vec<u8>, BusError>;
 
+    /// Sets the cluster-wide value `name` to `value` and returns the value it replaced, in
+    /// one atomic step: of several nodes writing the same value, exactly one sees another
+    /// value before it (the one that should act on the change, e.g. announce it once).
+    async fn exchange_value(&self, name: &str, value: &str) -> Result<Option<String>, BusError>;
+
     /// A cluster-wide snapshot.
     async fn stats(&self) -> Result<ClusterStats, BusError>;
 

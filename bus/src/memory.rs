@@ -65,6 +65,8 @@ pub struct MemoryBus {
     resource_subscriptions: Mutex<HashMap<String, HashSet<SessionId>>>,
     /// Secrets by name, made on first use.
     secrets: Mutex<HashMap<String, Vec<u8>>>,
+    /// Values of `exchange_value`, by name.
+    values: Mutex<HashMap<String, String>>,
     quotas: MemoryQuotas,
     audit: MemoryAudit,
 }
@@ -113,6 +115,7 @@ impl MemoryBus {
             workers: Mutex::new(BTreeMap::new()),
             resource_subscriptions: Mutex::new(HashMap::new()),
             secrets: Mutex::new(HashMap::new()),
+            values: Mutex::new(HashMap::new()),
             quotas: MemoryQuotas::default(),
             audit: MemoryAudit::default(),
         });
@@ -505,6 +508,10 @@ impl Bus for MemoryBus {
             .entry(name.to_owned())
             .or_insert_with(|| rand::random::<[u8; 32]>().to_vec())
             .clone())
+    }
+
+    async fn exchange_value(&self, name: &str, value: &str) -> Result<Option<String>, BusError> {
+        Ok(lock(&self.values).insert(name.to_owned(), value.to_owned()))
     }
 
     async fn health(&self) -> Result<(), BusError> {

@@ -454,58 +454,80 @@ async fn a_running_calls_quota_holds_across_both_gateways() {
     assert_eq!(status, 200);
 }
 
+/// The next message of a stream, which must come.
+async fn next(stream: &mut e2e_tests::SseReader) -> Value {
+    stream
+        .next_message(WAIT)
+        .await
+        .unwrap()
+        .expect("the stream ended")
+        .1
+}
+
 #[tokio::test]
-async fn a_policy_change_reaches_a_live_session_and_a_malformed_one_is_ignored() {
+async fn a_policy_change_reaches_only_the_sessions_whose_view_changed_once_and_a_malformed_one_is_ignored()
+ {
     let cluster = Cluster::start(POLICY);
     let status = cluster.session(status_token()).await;
+    let notify = cluster.session(notify_token()).await;
     assert_eq!(tools_of(&status).await, ["server_status"]);
-    let mut stream = status.open_stream(None).await.unwrap();
+    let notify_tools = tools_of(&notify).await;
+    let mut status_stream = status.open_stream(None).await.unwrap();
+    let mut notify_stream = notify.open_stream(None).await.unwrap();
     // A 2026-07-28 client listening for list changes, through nginx.
     let listener = cluster.stateless(status_token());
     let (mut listen, _) = listener
         .listen(&cluster.nginx.url(), 1, json!({"toolsListChanged": true}))
         .await
         .unwrap();
+    // Only the status principal's view changes: it may broadcast now.
     let wider = POLICY.replace(
         "tools = [\"server_status\"]",
-        "tools = [\"server_status\", \"send_notification\"]",
+        "tools = [\"server_status\", \"broadcast\"]",
     );
     cluster.write_policy(&wider);
+    assert_eq!(
+        next(&mut status_stream).await["method"],
+        "notifications/tools/list_changed"
+    );
+    assert_eq!(
+        next(&mut listen).await["method"],
+        "notifications/tools/list_changed"
+    );
+    // Both gateways have applied it (a reload is counted once its announcement, if it
+    // makes one, is sent): two at start, two now.
     let deadline = Instant::now() + WAIT;
-    // Each gateway announces the change it applied: after both, any gateway answers
-    // under the new policy.
-    let mut changed = 0;
-    while changed < 2 && Instant::now() < deadline {
-        if let Some((_, message)) = stream.next_message(WAIT).await.unwrap()
-            && message["method"] == "notifications/tools/list_changed"
-        {
-            changed += 1;
-        }
-    }
-    assert_eq!(changed, 2, "one tools/list_changed per gateway");
-    let (_, heard) = listen
-        .next_message(WAIT)
+    while cluster
+        .metric("mcpgw_policy_reloads_total", &["result=\"ok\""])
         .await
-        .unwrap()
-        .expect("the listen stream ended");
-    assert_eq!(heard["method"], "notifications/tools/list_changed");
-    let list = listener.request(5, "tools/list", json!({})).await.unwrap();
-    assert_eq!(
-        names(&list["result"], "tools"),
-        ["send_notification", "server_status"]
-    );
-    assert_eq!(
-        tools_of(&status).await,
-        ["send_notification", "server_status"]
-    );
+        < 4.0
+    {
+        assert!(Instant::now() < deadline, "a gateway did not reload");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // A broadcast after that reaches every standalone stream: it must be the next
+    // message of both. So the notify session, whose view did not change, heard nothing
+    // of the change, and the status session heard of it once, not once per gateway.
     let (_, _, sent) = call(
         &status,
         40,
-        "send_notification",
-        json!({"message": "now allowed"}),
+        "broadcast",
+        json!({"message": "after the reload"}),
     )
     .await;
     assert!(sent["result"]["content"].is_array(), "{sent}");
+    for stream in [&mut notify_stream, &mut status_stream] {
+        let message = next(stream).await;
+        assert_eq!(message["method"], "notifications/message", "{message}");
+        assert_eq!(message["params"]["data"], "after the reload", "{message}");
+    }
+    let list = listener.request(5, "tools/list", json!({})).await.unwrap();
+    assert_eq!(
+        names(&list["result"], "tools"),
+        ["broadcast", "server_status"]
+    );
+    assert_eq!(tools_of(&status).await, ["broadcast", "server_status"]);
+    assert_eq!(tools_of(&notify).await, notify_tools);
 
     // A malformed file: both gateways refuse it, count it, and keep the policy in force.
     cluster.write_policy("[[rule]]\ntools = [\"server_status\"\n");
@@ -521,10 +543,7 @@ async fn a_policy_change_reaches_a_live_session_and_a_malformed_one_is_ignored()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        tools_of(&status).await,
-        ["send_notification", "server_status"]
-    );
+    assert_eq!(tools_of(&status).await, ["broadcast", "server_status"]);
     let logged = cluster.gateways.iter().all(|g| {
         g.log()
             .iter()

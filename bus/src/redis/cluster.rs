@@ -52,6 +52,22 @@ impl RedisBus {
         Ok(secret.into_bytes())
     }
 
+    pub(super) async fn exchange_value(
+        &self,
+        name: &str,
+        value: &str,
+    ) -> Result<Option<String>, BusError> {
+        let mut conn = self.conn();
+        // SET ... GET (Redis >= 6.2): one atomic step.
+        redis::cmd("SET")
+            .arg(self.keys.value(name))
+            .arg(value)
+            .arg("GET")
+            .query_async(&mut conn)
+            .await
+            .map_err(redis_err)
+    }
+
     pub(super) async fn health(&self) -> Result<(), BusError> {
         let mut conn = self.conn();
         let _: String = redis::cmd("PING")

@@ -109,6 +109,11 @@ impl Keys {
     pub fn session_principals(&self) -> String {
         format!("{}:{{registry}}:session-principals", self.prefix)
     }
+    /// STRING: a cluster-wide value set by `exchange_value` (one per name, for the life of
+    /// the deployment).
+    pub fn value(&self, name: &str) -> String {
+        format!("{}:{{registry}}:value:{name}", self.prefix)
+    }
     /// HASH: cluster-wide settings (`session-idle-ttl-ms`).
     pub fn settings(&self) -> String {
         format!("{}:{{registry}}:settings", self.prefix)

@@ -417,6 +417,10 @@ impl Bus for RedisBus {
         RedisBus::shared_secret(self, name).await
     }
 
+    async fn exchange_value(&self, name: &str, value: &str) -> Result<Option<String>, BusError> {
+        RedisBus::exchange_value(self, name, value).await
+    }
+
     async fn stats(&self) -> Result<ClusterStats, BusError> {
         RedisBus::stats(self).await
     }

@@ -10,11 +10,14 @@
 //! - [`audit`]: one record per call, to the log and optionally the bus's bounded audit
 //!   log (a Redis stream).
 //! - [`metrics`]: denials, reloads, quota rejections, audit records.
+//! - [`announce`]: a reload's `list_changed`, once per change for the cluster and only to
+//!   sessions whose visible lists changed.
 //!
 //! This module is [`Policies`]: the policy in force (reloaded on file change or SIGHUP; a
 //! malformed reload keeps the old one), the list filter, and the admission of each call.
 //! No policy file means no filtering and no quotas: today's behaviour.
 
+pub mod announce;
 pub mod audit;
 pub mod caller;
 pub mod file;
@@ -33,6 +36,19 @@ use sha2::{Digest, Sha256};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+
+/// A policy change applied by [`Policies::reload`].
+#[derive(Debug, Clone)]
+pub struct Reloaded {
+    /// The kinds whose rules changed.
+    pub kinds: Vec<Kind>,
+    /// The digest of the policy before (empty when there was none).
+    pub before: String,
+    /// The digest of the policy now in force.
+    pub after: String,
+    /// Its text.
+    pub text: String,
+}
 
 /// Why a call was refused before it reached a worker.
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +75,7 @@ pub struct Policies {
     store: Option<QuotaStore>,
     audit: Option<Arc<AuditSink>>,
     hold: Duration,
+    known: announce::Known,
 }
 
 fn digest(text: &str) -> String {
@@ -105,8 +122,10 @@ impl Policies {
             None
         };
         let store = Some(QuotaStore::new(bus));
-        if current.is_some() {
+        let known = announce::Known::default();
+        if let Some((policy, digest)) = &current {
             metrics::RELOADS.with_label_values(&["ok"]).inc();
+            known.remember(digest, policy.clone());
         }
         Ok(Self {
             path: config.policy.clone(),
@@ -114,6 +133,7 @@ impl Policies {
             store,
             audit,
             hold: config.job_timeout() + Duration::from_secs(30),
+            known,
         })
     }
 
@@ -125,7 +145,17 @@ impl Policies {
             store: None,
             audit: None,
             hold: Duration::from_secs(330),
+            known: announce::Known::default(),
         }
+    }
+
+    /// The digest of the policy in force.
+    fn current_digest(&self) -> Option<String> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|(_, d)| d.clone())
     }
 
     /// The policy in force, if a policy file is configured.
@@ -137,10 +167,10 @@ impl Policies {
             .map(|(p, _)| p.clone())
     }
 
-    /// Reads the policy file again. `Ok(None)` when its text did not change; `Ok(kinds)`
-    /// with the kinds whose visible lists may have changed; an error leaves the policy in
-    /// force untouched.
-    pub fn reload(&self) -> Result<Option<(Vec<Kind>, String, String)>, PolicyError> {
+    /// Reads the policy file again. `Ok(None)` when its text did not change; else the
+    /// change: the kinds whose rules changed, the digests before and after, and the new
+    /// text. An error leaves the policy in force untouched.
+    pub fn reload(&self) -> Result<Option<Reloaded>, PolicyError> {
         let Some(path) = &self.path else {
             return Ok(None);
         };
@@ -162,41 +192,69 @@ impl Policies {
             Some(before) => before.changed_kinds(&next),
             None => Kind::ALL.to_vec(),
         };
+        self.known.remember(&next_digest, next.clone());
         *self.current.write().unwrap_or_else(|p| p.into_inner()) =
             Some((next, next_digest.clone()));
-        Ok(Some((changed, before_digest, next_digest)))
+        Ok(Some(Reloaded {
+            kinds: changed,
+            before: before_digest,
+            after: next_digest,
+            text,
+        }))
     }
 
-    /// Reloads and reports: logs and counts the result; on a change, tells sessions whose
-    /// lists may have changed (`list_changed` through the bus's broadcast, which reaches
-    /// every session's standalone stream and every listen stream on every gateway).
-    ///
-    /// Every gateway announces the change it applied: gateways see a changed file at
-    /// different times (a ConfigMap reaches pods over up to a minute), and a client that
-    /// re-lists after the last announcement is sure to be answered under the new policy
-    /// by any gateway. The price: one `list_changed` per gateway per change.
+    /// Reloads and reports: logs and counts the result; on a change, announces it once
+    /// for the cluster (see [`announce`]): the first gateway to apply it broadcasts a
+    /// marker, which each session's stream turns into the `list_changed` notifications
+    /// its caller's lists call for. Counted after the announcement, so a reload counted
+    /// has nothing more to send.
     pub async fn reload_and_announce(&self, bus: &Arc<dyn Bus>, why: &str) {
         match self.reload() {
             Ok(None) => {}
-            Ok(Some((kinds, _, after))) => {
-                metrics::RELOADS.with_label_values(&["ok"]).inc();
-                tracing::info!(why, policy = %after, "policy reloaded");
-                let mut methods: Vec<&str> = kinds.iter().map(|k| k.list_changed()).collect();
-                methods.dedup();
-                for method in methods {
-                    if let Err(e) = bus
-                        .broadcast(jsonrpc::notification(method, json!({})))
-                        .await
-                    {
-                        tracing::warn!(error = %e, method, "could not announce a policy change");
+            Ok(Some(change)) => {
+                tracing::info!(why, policy = %change.after, "policy reloaded");
+                let first = match bus.exchange_value(announce::ANNOUNCED, &change.after).await {
+                    Ok(previous) => previous.as_deref() != Some(change.after.as_str()),
+                    // Better a second announcement than none.
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not tell whether this policy change was announced");
+                        true
+                    }
+                };
+                if first && !change.kinds.is_empty() {
+                    let marker = announce::marker(
+                        &change.before,
+                        &change.after,
+                        &change.text,
+                        &change.kinds,
+                    );
+                    if let Err(e) = bus.broadcast(marker).await {
+                        tracing::warn!(error = %e, "could not announce a policy change");
                     }
                 }
+                metrics::RELOADS.with_label_values(&["ok"]).inc();
             }
             Err(e) => {
                 metrics::RELOADS.with_label_values(&["error"]).inc();
                 tracing::error!(why, error = %e, "policy reload refused; the previous policy stays in force");
             }
         }
+    }
+
+    /// The `list_changed` notifications a broadcast policy marker (`event`) calls for on
+    /// a stream of `caller`; empty when its visible lists did not change.
+    pub async fn list_changes(
+        &self,
+        caller: &Caller,
+        event: &mcp_bus::BroadcastEvent,
+        bus: &dyn Bus,
+    ) -> Vec<Value> {
+        let catalog = self.known.catalog(event.seq, bus).await;
+        self.known
+            .changes_for(caller, &event.message, catalog.as_deref())
+            .into_iter()
+            .map(|method| jsonrpc::notification(method, json!({})))
+            .collect()
     }
 
     /// Reloads on file change (polled every `poll`) and on SIGHUP, until the process ends.
@@ -212,6 +270,9 @@ impl Policies {
                 None
             }
         };
+        // Another gateway's announcement of a policy this one does not have: read the file
+        // now rather than at the next poll.
+        let mut peers = bus.subscribe_broadcasts().await.ok();
         let mut tick = tokio::time::interval(poll.max(Duration::from_millis(50)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A malformed file is reported once, not at every poll.
@@ -222,6 +283,18 @@ impl Policies {
                 Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                     last_error = None;
                     "SIGHUP"
+                }
+                heard = async { match peers.as_mut() { Some(p) => p.receiver.recv().await, None => std::future::pending().await } } => {
+                    match heard {
+                        Ok(event) if announce::is_marker(&event.message)
+                            && announce::marker_after(&event.message) != self.current_digest().as_deref() => "file",
+                        Ok(_) => continue,
+                        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => "file",
+                        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                            peers = None;
+                            continue;
+                        }
+                    }
                 }
             };
             if why == "file" {

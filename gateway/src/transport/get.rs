@@ -4,6 +4,7 @@ use crate::http::auth::Principal;
 use crate::http::error::HttpError;
 use crate::http::limits::{self, Load};
 use crate::http::negotiate::Accepts;
+use crate::policy::caller::Caller;
 use crate::state::AppState;
 use crate::transport::event_id::EventId;
 use crate::transport::pump::{OpenRequest, RequestPump, StandalonePump, progress_sent};
@@ -22,10 +23,13 @@ use tracing::Instrument;
 pub async fn get(
     State(app): State<AppState>,
     Extension(principal): Extension<Principal>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
 ) -> Response {
     let span = tracing::info_span!("mcp.get", resume = headers.contains_key(LAST_EVENT_ID));
-    let result = handle(app, headers, principal).instrument(span).await;
+    let result = handle(app, headers, principal, caller)
+        .instrument(span)
+        .await;
     match result {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -36,6 +40,7 @@ async fn handle(
     app: AppState,
     headers: HeaderMap,
     principal: Principal,
+    caller: Caller,
 ) -> Result<Response, HttpError> {
     if app.config.stateless {
         return Err(HttpError::MethodNotAllowed("POST"));
@@ -52,7 +57,7 @@ async fn handle(
     }
     let session = require_session(&app, &headers, &principal).await?;
     match headers.get(LAST_EVENT_ID) {
-        None => standalone(app, session, None).await,
+        None => standalone(app, session, None, caller).await,
         Some(value) => {
             let id = value
                 .to_str()
@@ -60,7 +65,7 @@ async fn handle(
                 .and_then(|v| EventId::parse(v.trim()))
                 .ok_or(HttpError::BadLastEventId)?;
             match id {
-                EventId::Standalone(cursor) => standalone(app, session, Some(cursor)).await,
+                EventId::Standalone(cursor) => standalone(app, session, Some(cursor), caller).await,
                 EventId::Request { stream, seq } => resume_request(app, session, stream, seq).await,
             }
         }
@@ -71,6 +76,7 @@ async fn standalone(
     app: AppState,
     session: SessionContext,
     resume_from: Option<StandaloneCursor>,
+    caller: Caller,
 ) -> Result<Response, HttpError> {
     let id = session.record.id.clone();
     let held = limits::claim(&app, &id, Load::Stream)?;
@@ -110,6 +116,7 @@ async fn standalone(
         log_level: session.record.log_level,
         priming: session.version.sse_priming(),
         listen: None,
+        caller,
     };
     let (tx, rx) = mpsc::channel(32);
     let pumped = async move {

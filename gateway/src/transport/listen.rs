@@ -160,6 +160,7 @@ pub async fn open(
     params: Option<Value>,
     meta: RequestMeta,
     principal: &Principal,
+    caller: crate::policy::caller::Caller,
 ) -> Result<Response, HttpError> {
     let filter = match ListenFilter::parse(&id, params.as_ref()) {
         Ok(filter) => filter,
@@ -220,6 +221,7 @@ pub async fn open(
         log_level: None,
         priming: false,
         listen: Some(filter.clone()),
+        caller,
     };
     let bus = app.bus.clone();
     tokio::spawn(

@@ -396,6 +396,9 @@ pub struct StandalonePump {
     pub priming: bool,
     /// For a `subscriptions/listen` stream: what it carries, and its tag.
     pub listen: Option<ListenFilter>,
+    /// Who opened the stream: a policy change reaches it only if what this caller may
+    /// see changed.
+    pub caller: crate::policy::caller::Caller,
 }
 
 impl StandalonePump {
@@ -554,6 +557,20 @@ impl StandalonePump {
             return None;
         }
         self.cursor.broadcast_seq = event.seq;
+        if crate::policy::announce::is_marker(&event.message) {
+            let changes = self
+                .app
+                .policies
+                .list_changes(&self.caller, event, &*self.app.bus)
+                .await;
+            for message in changes {
+                let payload = || Payload::encoded(&message);
+                if let Some(end) = self.send(&message, event.emitted_ms, payload, tx).await {
+                    return Some(end);
+                }
+            }
+            return None;
+        }
         let shared = || Payload::Shared(event.json());
         self.send(&event.message, event.emitted_ms, shared, tx)
             .await

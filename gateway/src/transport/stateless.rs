@@ -77,7 +77,7 @@ async fn request(
             Some(list(&app, &caller, &method).await)
         }
         "subscriptions/listen" => {
-            return listen::open(app, id, params, meta, &principal).await;
+            return listen::open(app, id, params, meta, &principal, caller).await;
         }
         "tasks/get" | "tasks/update" | "tasks/cancel" => {
             let answer = crate::mcp::tasks::answer(
