@@ -123,6 +123,15 @@ impl Gateway {
         Ok(())
     }
 
+    /// Sends SIGHUP (reload the policy file).
+    pub fn hangup(&self) -> anyhow::Result<()> {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status()?;
+        anyhow::ensure!(status.success(), "kill -HUP failed");
+        Ok(())
+    }
+
     /// Waits for the process to exit; returns its exit code.
     pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<Option<i32>> {
         let start = Instant::now();

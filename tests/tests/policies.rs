@@ -818,3 +818,95 @@ async fn the_python_sdk_client_sees_only_what_the_policy_allows() -> anyhow::Res
     );
     Ok(())
 }
+
+/// SIGHUP, end to end: a gateway that polls its policy file only hourly applies a
+/// rewritten file when it gets SIGHUP (its live session hears `list_changed`, its list and
+/// calls follow the new policy); a malformed file on SIGHUP is refused, counted, and the
+/// policy in force stays.
+#[tokio::test]
+async fn sighup_reloads_the_policy_and_a_malformed_file_keeps_the_old_one() {
+    let dir = std::env::temp_dir().join(format!(
+        "mcpgw-policy-hup-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.toml");
+    let narrow = "[[rule]]\nanonymous = true\ntools = [\"server_status\"]\n";
+    std::fs::write(&policy, narrow).unwrap();
+    let gateway = Gateway::start(&[
+        "--policy",
+        &policy.display().to_string(),
+        "--policy-poll-ms",
+        "3600000",
+    ])
+    .unwrap();
+    let metric = |result: &'static str| {
+        let base = gateway.base.clone();
+        async move {
+            let text = reqwest::get(format!("{base}/metrics"))
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            text.lines()
+                .filter(|l| {
+                    l.starts_with("mcpgw_policy_reloads_total")
+                        && l.contains(&format!("result=\"{result}\""))
+                })
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>()
+        }
+    };
+    let mut client = RawClient::new(&gateway.url());
+    client.initialize("2025-11-25").await.unwrap();
+    assert_eq!(tools_of(&client).await, ["server_status"]);
+    let mut stream = client.open_stream(None).await.unwrap();
+
+    // The new file alone changes nothing for an hour; SIGHUP applies it now.
+    let wider = narrow.replace(
+        "[\"server_status\"]",
+        "[\"server_status\", \"send_notification\"]",
+    );
+    std::fs::write(&policy, &wider).unwrap();
+    gateway.hangup().unwrap();
+    let heard = next(&mut stream).await;
+    assert_eq!(
+        heard["method"], "notifications/tools/list_changed",
+        "{heard}"
+    );
+    assert_eq!(
+        tools_of(&client).await,
+        ["send_notification", "server_status"]
+    );
+    let (_, _, echoed) = call(&client, 7, "send_notification", json!({"message": "hup"})).await;
+    assert!(echoed["result"]["content"].is_array(), "{echoed}");
+    assert_eq!(metric("ok").await, 2.0);
+
+    // A malformed file on SIGHUP: refused, counted, logged; the policy in force stays.
+    std::fs::write(&policy, "[[rule]]\ntools = [\"server_status\"\n").unwrap();
+    gateway.hangup().unwrap();
+    let deadline = Instant::now() + WAIT;
+    while metric("error").await < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the malformed policy was not noticed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(metric("ok").await, 2.0);
+    assert_eq!(
+        tools_of(&client).await,
+        ["send_notification", "server_status"]
+    );
+    let (_, _, echoed) = call(&client, 8, "send_notification", json!({"message": "still"})).await;
+    assert!(echoed["result"]["content"].is_array(), "{echoed}");
+    assert!(
+        gateway
+            .log()
+            .iter()
+            .any(|l| l.contains("policy reload refused") && l.contains("SIGHUP")),
+        "the refused reload is not logged as SIGHUP's"
+    );
+}

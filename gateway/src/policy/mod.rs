@@ -258,18 +258,32 @@ impl Policies {
     }
 
     /// Reloads on file change (polled every `poll`) and on SIGHUP, until the process ends.
-    pub async fn watch(self: Arc<Self>, bus: Arc<dyn Bus>, poll: Duration) {
+    pub fn watch(
+        self: Arc<Self>,
+        bus: Arc<dyn Bus>,
+        poll: Duration,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        // The SIGHUP handler is installed now, before the gateway serves: a SIGHUP that
+        // came before the task first ran would otherwise end the process.
+        let hangup = self.path.as_ref().and_then(|_| {
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .inspect_err(|e| {
+                    tracing::warn!(error = %e, "no SIGHUP handler; the policy reloads on file change only");
+                })
+                .ok()
+        });
+        self.watch_with(bus, poll, hangup)
+    }
+
+    async fn watch_with(
+        self: Arc<Self>,
+        bus: Arc<dyn Bus>,
+        poll: Duration,
+        mut hangup: Option<tokio::signal::unix::Signal>,
+    ) {
         if self.path.is_none() {
             return;
         }
-        let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        {
-            Ok(signal) => Some(signal),
-            Err(e) => {
-                tracing::warn!(error = %e, "no SIGHUP handler; the policy reloads on file change only");
-                None
-            }
-        };
         // Another gateway's announcement of a policy this one does not have: read the file
         // now rather than at the next poll.
         let mut peers = bus.subscribe_broadcasts().await.ok();
