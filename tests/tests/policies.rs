@@ -217,9 +217,25 @@ async fn call(
     name: &str,
     arguments: Value,
 ) -> (u16, Option<String>, Value) {
+    rpc(
+        client,
+        id,
+        "tools/call",
+        json!({"name": name, "arguments": arguments}),
+    )
+    .await
+}
+
+/// One request: the HTTP status, `Retry-After`, and the body (or the SSE stream's
+/// response).
+async fn rpc(
+    client: &RawClient,
+    id: i64,
+    method: &str,
+    params: Value,
+) -> (u16, Option<String>, Value) {
     let response = client
-        .post(&json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-            "params": {"name": name, "arguments": arguments}}))
+        .post(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))
         .await
         .unwrap();
     let status = response.status().as_u16();
@@ -909,4 +925,79 @@ async fn sighup_reloads_the_policy_and_a_malformed_file_keeps_the_old_one() {
             .any(|l| l.contains("policy reload refused") && l.contains("SIGHUP")),
         "the refused reload is not logged as SIGHUP's"
     );
+}
+
+/// Quotas count `prompts/get` and `resources/read` too, when they name them: a rate per
+/// prompt and per resource (429 with `Retry-After` past it), a running-calls limit whose
+/// slot each answer gives back, and tool calls left alone by quotas that name no tools.
+#[tokio::test]
+async fn quotas_count_prompt_gets_and_resource_reads_that_they_name() {
+    let dir = std::env::temp_dir().join(format!(
+        "mcpgw-policy-reads-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.toml");
+    std::fs::write(
+        &policy,
+        r#"
+[[rule]]
+anonymous = true
+tools = ["*"]
+prompts = ["*"]
+resources = ["*"]
+
+[[quota]]
+name = "reads"
+tools = []
+prompts = ["test_simple_prompt"]
+resources = ["test://static-text"]
+per = "tool"
+rate = 0.01
+burst = 1
+
+[[quota]]
+name = "one-prompt-at-a-time"
+tools = []
+prompts = ["test_prompt_with_arguments"]
+concurrent = 1
+"#,
+    )
+    .unwrap();
+    let gateway = Gateway::start(&[
+        "--policy",
+        &policy.display().to_string(),
+        "--toolset",
+        "demo,conformance",
+    ])
+    .unwrap();
+    let mut client = RawClient::new(&gateway.url());
+    client.initialize("2025-11-25").await.unwrap();
+    let prompt = json!({"name": "test_simple_prompt"});
+    let resource = json!({"uri": "test://static-text"});
+    for (method, params) in [("prompts/get", &prompt), ("resources/read", &resource)] {
+        let (status, _, first) = rpc(&client, 1, method, params.clone()).await;
+        assert_eq!(status, 200, "{first}");
+        assert!(first["result"].is_object(), "{first}");
+        // Each has a budget of its own (per name): the first of each passes.
+        let (status, retry_after, second) = rpc(&client, 2, method, params.clone()).await;
+        assert_eq!(status, 429, "{method}: {second}");
+        assert!(retry_after.is_some_and(|r| r.parse::<u64>().unwrap() >= 1));
+    }
+    // The running-calls slot comes back with each answer.
+    for id in 10..13 {
+        let (status, _, answer) = rpc(
+            &client,
+            id,
+            "prompts/get",
+            json!({"name": "test_prompt_with_arguments", "arguments": {"arg1": "a", "arg2": "b"}}),
+        )
+        .await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    // Tools are not counted by quotas that name none.
+    for id in 20..25 {
+        assert_eq!(call(&client, id, "server_status", json!({})).await.0, 200);
+    }
 }

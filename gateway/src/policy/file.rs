@@ -137,6 +137,10 @@ struct QuotaSpec {
     anonymous: Option<bool>,
     tools: Option<Vec<String>>,
     #[serde(default)]
+    prompts: Vec<String>,
+    #[serde(default)]
+    resources: Vec<String>,
+    #[serde(default)]
     per: Per,
     rate: Option<f64>,
     burst: Option<u32>,
@@ -147,11 +151,16 @@ struct QuotaSpec {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Per {
-    /// One budget per principal, for all the tools the quota names.
+    /// One budget per principal, for everything the quota names.
     #[default]
     Principal,
-    /// One budget per principal and tool.
+    /// One budget per principal and name called (tool, prompt or resource URI).
     Tool,
+}
+
+/// Whether any of `patterns` matches `name`: the one glob check of rules and quotas.
+fn any_match(patterns: &[Pattern], name: &str) -> bool {
+    patterns.iter().any(|p| p.matches(name))
 }
 
 /// Which callers a rule or quota applies to. Every condition given must hold; none given
@@ -172,7 +181,7 @@ impl CallerMatch {
             return false;
         }
         if let Some(principals) = &self.principals
-            && (caller.is_anonymous() || !principals.iter().any(|p| p.matches(&caller.principal)))
+            && (caller.is_anonymous() || !any_match(principals, &caller.principal))
         {
             return false;
         }
@@ -204,13 +213,15 @@ impl Rule {
 }
 
 /// One quota: a rate (GCRA: `rate` per second, `burst` at once) and/or a number of calls
-/// running at once, for the callers and tools it matches.
+/// running at once, for the callers and the tools, prompts and resources it matches.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Quota {
     /// Its name (the metrics label, part of the counter's key).
     pub name: String,
     who: CallerMatch,
     tools: Vec<Pattern>,
+    prompts: Vec<Pattern>,
+    resources: Vec<Pattern>,
     /// One budget per principal, or per principal and tool.
     pub per: Per,
     /// Calls per second, if the rate is limited.
@@ -222,11 +233,27 @@ pub struct Quota {
 }
 
 impl Quota {
-    /// The budget `caller`'s call of `tool` draws on.
-    pub fn budget_key(&self, caller: &Caller, tool: &str) -> String {
-        match self.per {
-            Per::Principal => format!("{}|{}", self.name, caller.quota_key()),
-            Per::Tool => format!("{}|{}|{tool}", self.name, caller.quota_key()),
+    /// The budget `caller`'s use of the `kind` named `name` draws on. Per name, a prompt's
+    /// or resource's budget names its kind, so it never shares one with a tool.
+    pub fn budget_key(&self, caller: &Caller, kind: Kind, name: &str) -> String {
+        match (self.per, kind) {
+            (Per::Principal, _) => format!("{}|{}", self.name, caller.quota_key()),
+            (Per::Tool, Kind::Tool) => format!("{}|{}|{name}", self.name, caller.quota_key()),
+            (Per::Tool, Kind::Prompt) => {
+                format!("{}|{}|prompt:{name}", self.name, caller.quota_key())
+            }
+            (Per::Tool, Kind::Resource | Kind::ResourceTemplate) => {
+                format!("{}|{}|resource:{name}", self.name, caller.quota_key())
+            }
+        }
+    }
+
+    fn patterns(&self, kind: Kind) -> &[Pattern] {
+        match kind {
+            Kind::Tool => &self.tools,
+            Kind::Prompt => &self.prompts,
+            Kind::Resource => &self.resources,
+            Kind::ResourceTemplate => &[],
         }
     }
 }
@@ -360,6 +387,8 @@ impl Policy {
                     &format!("{at}.tools"),
                     q.tools.as_deref().unwrap_or(&["*".to_owned()]),
                 )?,
+                prompts: patterns(&format!("{at}.prompts"), &q.prompts)?,
+                resources: patterns(&format!("{at}.resources"), &q.resources)?,
                 per: q.per,
                 rate: q.rate,
                 burst,
@@ -373,7 +402,7 @@ impl Policy {
     pub fn allows(&self, caller: &Caller, kind: Kind, name: &str) -> bool {
         self.rules
             .iter()
-            .any(|r| r.who.matches(caller) && r.patterns(kind).iter().any(|p| p.matches(name)))
+            .any(|r| r.who.matches(caller) && any_match(r.patterns(kind), name))
     }
 
     /// The names of the rules that apply to `caller` (for logs).
@@ -385,15 +414,17 @@ impl Policy {
             .collect()
     }
 
-    /// The quotas `caller`'s call of `tool` draws on.
+    /// The quotas `caller`'s use of the `kind` named `name` draws on (`tools/call`,
+    /// `prompts/get`, `resources/read`).
     pub fn quotas_for<'a>(
         &'a self,
         caller: &'a Caller,
-        tool: &'a str,
+        kind: Kind,
+        name: &'a str,
     ) -> impl Iterator<Item = &'a Quota> + 'a {
         self.quotas
             .iter()
-            .filter(move |q| q.who.matches(caller) && q.tools.iter().any(|p| p.matches(tool)))
+            .filter(move |q| q.who.matches(caller) && any_match(q.patterns(kind), name))
     }
 
     /// Every quota (for the metrics' rule labels).
@@ -493,14 +524,46 @@ concurrent = 1
     fn quotas_match_callers_and_tools() {
         let policy = Policy::parse(EXAMPLE, "test").unwrap();
         let reader = caller("i#reader", &["mcp:read"]);
-        let quotas: Vec<_> = policy.quotas_for(&reader, "seed_echo").collect();
+        let quotas: Vec<_> = policy
+            .quotas_for(&reader, Kind::Tool, "seed_echo")
+            .collect();
         assert_eq!(quotas.len(), 1);
         assert_eq!(quotas[0].burst, 3);
         assert_eq!(
-            quotas[0].budget_key(&reader, "seed_echo"),
+            quotas[0].budget_key(&reader, Kind::Tool, "seed_echo"),
             "per-tool|i#reader|seed_echo"
         );
-        assert_eq!(policy.quotas_for(&reader, "server_status").count(), 0);
+        assert_eq!(
+            policy
+                .quotas_for(&reader, Kind::Tool, "server_status")
+                .count(),
+            0
+        );
+        // A quota counts prompts and resources only when it names them.
+        assert_eq!(
+            policy
+                .quotas_for(&reader, Kind::Prompt, "seed_echo")
+                .count(),
+            0
+        );
+        let reads = Policy::parse(
+            "[[quota]]\nname = \"reads\"\ntools = []\nprompts = [\"p*\"]\nresources = [\"notify://*\"]\nper = \"tool\"\nrate = 1.0\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(reads.quotas_for(&reader, Kind::Tool, "p1").count(), 0);
+        let prompt: Vec<_> = reads.quotas_for(&reader, Kind::Prompt, "p1").collect();
+        assert_eq!(
+            prompt[0].budget_key(&reader, Kind::Prompt, "p1"),
+            "reads|i#reader|prompt:p1"
+        );
+        let resource: Vec<_> = reads
+            .quotas_for(&reader, Kind::Resource, "notify://broadcast")
+            .collect();
+        assert_eq!(
+            resource[0].budget_key(&reader, Kind::Resource, "notify://broadcast"),
+            "reads|i#reader|resource:notify://broadcast"
+        );
     }
 
     #[test]

@@ -419,27 +419,25 @@ impl Policies {
             ticket.finish(Outcome::Denied, None);
             return Err(Refused::Denied(unknown(kind, name, stateless)));
         }
-        if kind == Kind::Tool {
-            let budgets: Vec<_> = policy
-                .quotas_for(caller, name)
-                .map(|q| (q.clone(), q.budget_key(caller, name)))
-                .collect();
-            if !budgets.is_empty() {
-                let Some(store) = &self.store else {
-                    let refusal = Refusal::Unavailable("no quota store".into());
-                    return Err(self.refuse(&ticket, refusal));
-                };
-                match store.admit(&budgets, self.hold).await {
-                    Ok(slots) => {
-                        for (quota, _) in &budgets {
-                            metrics::QUOTA_ADMITTED
-                                .with_label_values(&[quota.name.as_str()])
-                                .inc();
-                        }
-                        *ticket.slots.lock().unwrap_or_else(|p| p.into_inner()) = Some(slots);
+        let budgets: Vec<_> = policy
+            .quotas_for(caller, kind, name)
+            .map(|q| (q.clone(), q.budget_key(caller, kind, name)))
+            .collect();
+        if !budgets.is_empty() {
+            let Some(store) = &self.store else {
+                let refusal = Refusal::Unavailable("no quota store".into());
+                return Err(self.refuse(&ticket, refusal));
+            };
+            match store.admit(&budgets, self.hold).await {
+                Ok(slots) => {
+                    for (quota, _) in &budgets {
+                        metrics::QUOTA_ADMITTED
+                            .with_label_values(&[quota.name.as_str()])
+                            .inc();
                     }
-                    Err(refusal) => return Err(self.refuse(&ticket, refusal)),
+                    *ticket.slots.lock().unwrap_or_else(|p| p.into_inner()) = Some(slots);
                 }
+                Err(refusal) => return Err(self.refuse(&ticket, refusal)),
             }
         }
         Ok(Some(Arc::new(ticket)))
