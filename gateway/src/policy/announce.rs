@@ -62,12 +62,16 @@ pub fn marker_after(message: &Value) -> Option<&str> {
     message["params"]["after"].as_str()
 }
 
+/// A catalog fetched once, shared by every stream that asks for it.
+type CatalogCell = Arc<tokio::sync::OnceCell<Option<Arc<Catalog>>>>;
+
 /// Policies known recently, by digest (the newest last).
 #[derive(Default)]
 pub struct Known {
     policies: Mutex<VecDeque<(String, Arc<Policy>)>>,
-    /// The catalog a marker's streams compare against, fetched once per marker.
-    catalog: tokio::sync::Mutex<Option<(u64, Arc<Catalog>)>>,
+    /// The catalog a marker's streams compare against, fetched once per marker (by its
+    /// broadcast `seq`): the cell is filled outside the lock.
+    catalog: Mutex<Option<(u64, CatalogCell)>>,
 }
 
 impl Known {
@@ -107,15 +111,20 @@ impl Known {
     /// The catalog for the marker with broadcast sequence `seq`: fetched by the first
     /// stream that needs it, shared by the others.
     pub async fn catalog(&self, seq: u64, bus: &dyn mcp_bus::Bus) -> Option<Arc<Catalog>> {
-        let mut cached = self.catalog.lock().await;
-        if let Some((at, catalog)) = cached.as_ref()
-            && *at == seq
-        {
-            return Some(catalog.clone());
-        }
-        let catalog = Arc::new(bus.catalog().await.ok()?);
-        *cached = Some((seq, catalog.clone()));
-        Some(catalog)
+        let cell = {
+            let mut cached = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
+            match cached.as_ref() {
+                Some((at, cell)) if *at == seq => cell.clone(),
+                _ => {
+                    let cell = CatalogCell::default();
+                    *cached = Some((seq, cell.clone()));
+                    cell
+                }
+            }
+        };
+        cell.get_or_init(|| async { bus.catalog().await.ok().map(Arc::new) })
+            .await
+            .clone()
     }
 
     /// The `list_changed` methods `marker` calls for on a stream of `caller`: those of
