@@ -103,6 +103,7 @@ where
     ending_a_session_reaches_subscribers_and_workers(make(roomy)).await;
     jobs_reach_one_worker_and_are_counted(make(roomy)).await;
     registry_unions_tools_and_announces_changes(make(roomy)).await;
+    a_workers_catalog_changes_at_run_time(make(roomy)).await;
     resource_updates_reach_subscribed_sessions_only(make(roomy)).await;
     rate_budgets_admit_a_burst_then_the_rate(make(roomy)).await;
     running_call_slots_are_limited_released_and_leased(make(roomy)).await;
@@ -417,6 +418,67 @@ async fn registry_unions_tools_and_announces_changes(bus: Arc<dyn Bus>) {
     assert_eq!(
         changes, 3,
         "register a, register b (adds mid), deregister b (drops mid)"
+    );
+}
+
+/// A worker's catalog may change while it runs (an upstream MCP server comes up, goes
+/// down, or changes its tools): registering again under the same id with other tools
+/// replaces its entry, and the change is announced once.
+async fn a_workers_catalog_changes_at_run_time(bus: Arc<dyn Bus>) {
+    let tool = |name: &str| Tool {
+        name: name.into(),
+        title: None,
+        description: None,
+        input_schema: json!({"type": "object"}),
+        annotations: None,
+    };
+    let info = |tools: Vec<Tool>, id: &WorkerId| WorkerInfo {
+        id: id.clone(),
+        tools,
+        resources: vec![],
+        resource_templates: vec![],
+        prompts: vec![],
+        jobs_running: 0,
+    };
+    let w = WorkerId::generate();
+    bus.register_worker(info(vec![tool("own")], &w))
+        .await
+        .unwrap();
+    let mut sub = bus.subscribe_broadcasts().await.unwrap();
+    bus.register_worker(info(vec![tool("own"), tool("up_echo")], &w))
+        .await
+        .unwrap();
+    let names = |tools: Vec<Tool>| tools.into_iter().map(|t| t.name).collect::<Vec<_>>();
+    assert_eq!(names(bus.tools().await.unwrap()), ["own", "up_echo"]);
+    let changed = tokio::time::timeout(WAIT, sub.receiver.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        changed.message["method"],
+        "notifications/tools/list_changed"
+    );
+    bus.register_worker(info(vec![tool("own")], &w))
+        .await
+        .unwrap();
+    assert_eq!(
+        names(bus.tools().await.unwrap()),
+        ["own"],
+        "the entry is replaced"
+    );
+    let changed = tokio::time::timeout(WAIT, sub.receiver.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        changed.message["method"],
+        "notifications/tools/list_changed"
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(200), sub.receiver.recv())
+            .await
+            .is_err(),
+        "one announcement per change"
     );
 }
 

@@ -203,9 +203,11 @@ pub trait Bus: Send + Sync + 'static {
 
     // ----- registry -----
 
-    /// Announces (or refreshes) a worker and what it serves. When the union of all
-    /// workers' tools, resources or prompts changes, every session is sent the matching
-    /// `notifications/{tools,resources,prompts}/list_changed`.
+    /// Announces (or refreshes) a worker and what it serves. What a worker serves may
+    /// change from one call to the next (its upstream MCP servers come and go): the new
+    /// announcement replaces the old. When the union of all workers' tools, resources or
+    /// prompts changes, every session is sent the matching
+    /// `notifications/{tools,resources,prompts}/list_changed`, once per change.
     async fn register_worker(&self, info: WorkerInfo) -> Result<(), BusError>;
 
     /// Removes a worker from the registry (clean shutdown).

@@ -123,6 +123,10 @@ pub async fn serve_with(
     let tools = toolsets
         .build(&config.toolsets)
         .map_err(GatewayError::Config)?;
+    let upstreams = config
+        .upstreams
+        .load()
+        .map_err(|e| GatewayError::Config(e.to_string()))?;
     let authenticator = Arc::new(
         Authenticator::from_config(&config)
             .map_err(|e| GatewayError::Config(format!("authentication: {e}")))?,
@@ -171,6 +175,11 @@ pub async fn serve_with(
             },
         )
         .with_metrics(metrics.clone());
+        let worker = if upstreams.is_empty() {
+            worker
+        } else {
+            worker.with_upstreams(Arc::new(worker::upstream::Upstreams::new(upstreams)))
+        };
         Some(worker.start(worker_stop.clone()).await?)
     } else {
         None

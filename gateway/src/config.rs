@@ -18,6 +18,10 @@ pub struct Config {
     #[arg(long = "toolset", env = "MCPGW_TOOLSET", value_delimiter = ',')]
     pub toolsets: Vec<String>,
 
+    /// Upstream MCP servers the embedded worker serves (docs/upstreams.md).
+    #[command(flatten)]
+    pub upstreams: worker::upstream::UpstreamArgs,
+
     /// Redis URL of a shared bus. Without it the gateway runs standalone: an in-memory
     /// bus and an embedded worker in this process.
     #[arg(long, env = "MCPGW_REDIS_URL")]

@@ -8,6 +8,9 @@
 //!   the way the Python client test installs the Python SDK into a venv of its own.
 //! - [`python_sdk`]: a venv in `tests/clients/python/.venv` with the official MCP Python
 //!   SDK 2.x and its dependencies, pinned by `tests/clients/python/requirements.txt`.
+//! - [`fastmcp_peer`]: a venv cached under the same folder with the seed's FastMCP
+//!   server's requirements (`bench/peers/fastmcp/requirements.txt`, the Python SDK 1.x),
+//!   for the tests that put that server behind the cluster as an upstream.
 //! - [`npm_ci`]: the npm packages a folder under `tests/` (or `gateway/console/`) locks,
 //!   installed once per change of its lock file.
 
@@ -204,19 +207,49 @@ pub fn python_sdk() -> anyhow::Result<PathBuf> {
 
 fn install_python_sdk() -> anyhow::Result<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("clients/python");
-    let venv = dir.join(".venv");
+    install_venv(
+        &dir.join(".venv"),
+        &dir.join("requirements.txt"),
+        "the MCP Python SDK",
+    )
+}
+
+/// The Python interpreter of a cached venv holding the seed's FastMCP server's
+/// requirements (`bench/peers/fastmcp/requirements.txt`: the MCP Python SDK 1.x), made
+/// on first use; once per test process, test processes serialize on a lock file.
+pub fn fastmcp_peer() -> anyhow::Result<PathBuf> {
+    static VENV: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    VENV.get_or_init(|| {
+        let requirements =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/peers/fastmcp/requirements.txt");
+        std::fs::create_dir_all(cache_dir()).map_err(|e| e.to_string())?;
+        install_venv(
+            &cache_dir().join("fastmcp-venv"),
+            &requirements,
+            "the FastMCP peer's requirements",
+        )
+        .map_err(|e| format!("{e:#}"))
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+/// Makes `venv` hold exactly `requirements` (pip), unless a stamp says it already does;
+/// returns its interpreter. Serialized across processes by a lock file beside it.
+fn install_venv(venv: &Path, requirements: &Path, what: &str) -> anyhow::Result<PathBuf> {
     let python = venv.join("bin/python");
-    let wanted = std::fs::read_to_string(dir.join("requirements.txt"))?;
+    let wanted = std::fs::read_to_string(requirements)
+        .with_context(|| format!("read {}", requirements.display()))?;
     let stamp = venv.join("requirements.installed");
-    let lock = std::fs::File::create(dir.join(".venv.lock"))?;
-    lock.lock().context("lock the Python venv")?;
+    let lock = std::fs::File::create(venv.with_extension("lock"))?;
+    lock.lock().context("lock the venv")?;
     if python.exists() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&*wanted) {
         return Ok(python);
     }
-    eprintln!("installing the MCP Python SDK into {}", venv.display());
+    eprintln!("installing {what} into {}", venv.display());
     let status = Command::new("python3")
         .args(["-m", "venv", "--clear"])
-        .arg(&venv)
+        .arg(venv)
         .status()
         .context("python3 is needed (Debian: apt-get install python3)")?;
     ensure!(
@@ -233,12 +266,13 @@ fn install_python_sdk() -> anyhow::Result<PathBuf> {
             "--disable-pip-version-check",
             "-r",
         ])
-        .arg(dir.join("requirements.txt"))
+        .arg(requirements)
         .status()
-        .context("run pip in the Python venv")?;
+        .context("run pip in the venv")?;
     ensure!(
         status.success(),
-        "pip install -r requirements.txt failed (PyPI unreachable?)"
+        "pip install -r {} failed (PyPI unreachable?)",
+        requirements.display()
     );
     std::fs::write(&stamp, wanted)?;
     Ok(python)

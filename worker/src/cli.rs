@@ -55,6 +55,9 @@ pub struct Args {
     /// worker of a cluster needs the same one. Default: a random secret kept in Redis.
     #[arg(long, env = "MCPGW_REQUEST_STATE_KEY", hide_env_values = true)]
     pub request_state_key: Option<String>,
+    /// Upstream MCP servers whose tools this worker serves too (docs/upstreams.md).
+    #[command(flatten)]
+    pub upstreams: crate::upstream::UpstreamArgs,
     /// Print the tools this worker would serve, as JSON, and exit.
     #[arg(long)]
     pub list_tools: bool,
@@ -69,6 +72,7 @@ pub async fn run(toolsets: Toolsets) -> anyhow::Result<()> {
 /// [`run`] with arguments already parsed.
 pub async fn run_with(args: Args, toolsets: Toolsets) -> anyhow::Result<()> {
     let tools = toolsets.build(&args.toolsets).map_err(anyhow::Error::msg)?;
+    let upstreams = args.upstreams.load()?;
     if args.list_tools {
         let list = serde_json::json!({"tools": tools.descriptors()});
         let text = serde_json::to_string_pretty(&list)?;
@@ -99,6 +103,11 @@ pub async fn run_with(args: Args, toolsets: Toolsets) -> anyhow::Result<()> {
             request_state_key: args.request_state_key.map(String::into_bytes),
         },
     );
+    let worker = if upstreams.is_empty() {
+        worker
+    } else {
+        worker.with_upstreams(Arc::new(crate::upstream::Upstreams::new(upstreams)))
+    };
     let metrics = Arc::new(Metrics::new(Role::Worker, &worker.id().0));
     metrics.register(mcp_bus::redis::metrics::collectors());
     let worker = worker.with_metrics(metrics.clone());

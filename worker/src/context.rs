@@ -347,6 +347,11 @@ impl ToolContext {
         &self.call.job.client_capabilities
     }
 
+    /// The session's minimum log level (`logging/setLevel`), if it set one.
+    pub fn log_level(&self) -> Option<mcp_protocol::LogLevel> {
+        self.call.job.log_level
+    }
+
     /// True when the client asked for progress (its request carried a progress token).
     pub fn wants_progress(&self) -> bool {
         self.call.job.progress_token.is_some() && self.call.job.streaming

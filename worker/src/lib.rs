@@ -39,6 +39,8 @@
 //!   deadline and cancellation, publishes their results, routes control messages.
 //! - [`toolsets`]: [`Toolsets`], the open registry of tool sets by name: the built-in
 //!   ones (`demo`, `conformance`) and a library user's own.
+//! - [`upstream`]: upstream MCP servers (Streamable HTTP or stdio) whose tools the
+//!   worker serves beside its own, their messages routed through the bus.
 //! - [`cli`]: the `mcp-worker` binary's edge as a function, so a user's own binary serves
 //!   their [`Toolsets`] with the same flags (see `examples/`).
 
@@ -50,6 +52,7 @@ mod outbox;
 pub mod runtime;
 pub mod tool;
 pub mod toolsets;
+pub mod upstream;
 
 pub use catalog::{CompletionRequest, ResourceContents, user_text};
 pub use context::{SessionHandle, ToolContext, WorkLog};

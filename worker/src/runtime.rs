@@ -8,6 +8,7 @@ use crate::context::{TASK_CALL, ToolContext};
 use crate::input::{self, StateCodec};
 use crate::outbox::Outbox;
 use crate::tool::{TaskSupport, ToolError, ToolSet};
+use crate::upstream::Upstreams;
 use mcp_bus::{
     Bus, BusError, Control, EventBody, Job, SessionId, StreamTarget, WorkerId, WorkerInfo,
 };
@@ -75,6 +76,8 @@ pub(crate) struct Shared {
     unlisted: Mutex<BTreeSet<(String, String)>>,
     /// Woken when `unlisted` changes: the worker announces at once.
     listing_changed: tokio::sync::Notify,
+    /// Upstream MCP servers whose tools this worker also serves.
+    upstreams: OnceLock<Arc<Upstreams>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -181,6 +184,9 @@ impl Shared {
                     }
                 }
                 lock(&self.replies).retain(|(s, _), _| *s != session);
+                if let Some(upstreams) = self.upstreams.get() {
+                    upstreams.session_ended(&session);
+                }
             }
         }
     }
@@ -231,6 +237,7 @@ impl Worker {
                 state_codec: OnceLock::new(),
                 unlisted: Mutex::new(tools.initially_unlisted()),
                 listing_changed: tokio::sync::Notify::new(),
+                upstreams: OnceLock::new(),
             }),
             tools: Arc::new(tools),
             config,
@@ -242,6 +249,18 @@ impl Worker {
     pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// Also serves the tools of these upstream MCP servers (connected when the worker
+    /// starts; see [`crate::upstream`]).
+    pub fn with_upstreams(self, upstreams: Arc<Upstreams>) -> Self {
+        let _ = self.shared.upstreams.set(upstreams);
+        self
+    }
+
+    /// The worker's upstreams (none unless [`Worker::with_upstreams`] gave some).
+    pub fn upstreams(&self) -> Option<Arc<Upstreams>> {
+        self.shared.upstreams.get().cloned()
     }
 
     /// This worker's id.
@@ -261,6 +280,9 @@ impl Worker {
         self,
         shutdown: CancellationToken,
     ) -> Result<tokio::task::JoinHandle<Result<(), BusError>>, BusError> {
+        if let Some(upstreams) = self.shared.upstreams.get() {
+            upstreams.start(self.shared.bus.clone(), self.shared.shutdown.clone());
+        }
         // Redis may be down at start-up, or go down during it: keep trying, as the job
         // loop does later, until it works or we are told to stop.
         let mut delay = Duration::from_millis(50);
@@ -322,10 +344,17 @@ impl Worker {
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(worker.config.heartbeat);
                 tick.tick().await;
+                let upstreams_changed = worker
+                    .shared
+                    .upstreams
+                    .get()
+                    .map(|u| u.changed.clone())
+                    .unwrap_or_default();
                 loop {
                     tokio::select! {
                         _ = tick.tick() => {}
                         () = worker.shared.listing_changed.notified() => {}
+                        () = upstreams_changed.notified() => {}
                         () = stop.cancelled() => break,
                     }
                     if let Err(e) = worker.announce().await {
@@ -406,12 +435,19 @@ impl Worker {
             .bus
             .register_worker(WorkerInfo {
                 id: self.shared.id.clone(),
-                tools: self
-                    .tools
-                    .descriptors()
-                    .into_iter()
-                    .filter(|t| self.shared.is_listed("tool", &t.name))
-                    .collect(),
+                tools: {
+                    let mut tools: Vec<_> = self
+                        .tools
+                        .descriptors()
+                        .into_iter()
+                        .filter(|t| self.shared.is_listed("tool", &t.name))
+                        .collect();
+                    if let Some(upstreams) = self.shared.upstreams.get() {
+                        tools.extend(upstreams.tools());
+                        tools.sort_by(|a, b| a.name.cmp(&b.name));
+                    }
+                    tools
+                },
                 resources: self.tools.resource_descriptors(),
                 resource_templates: self.tools.template_descriptors(),
                 prompts: self
@@ -434,7 +470,16 @@ async fn run_job(shared: &Arc<Shared>, tools: &ToolSet, metrics: Option<&Metrics
     // The tool name labels metrics only when it names a tool we serve: clients choose it,
     // and must not be able to grow the number of series.
     let tool = match job.params.get("name").and_then(Value::as_str) {
-        Some(name) if job.method == "tools/call" && tools.get(name).is_some() => name.to_owned(),
+        Some(name)
+            if job.method == "tools/call"
+                && (tools.get(name).is_some()
+                    || shared
+                        .upstreams
+                        .get()
+                        .is_some_and(|u| u.find(name).is_some())) =>
+        {
+            name.to_owned()
+        }
         _ if job.method == "tools/call" => "unknown".to_owned(),
         _ => job.method.clone(),
     };
@@ -493,7 +538,7 @@ async fn run_job(shared: &Arc<Shared>, tools: &ToolSet, metrics: Option<&Metrics
         outcome = async {
             match answers_error {
                 Some(error) => Err(ToolError::Protocol(error)),
-                None => execute(tools, ctx.clone(), &job).await,
+                None => execute(tools, shared.upstreams.get().map(|u| &**u), ctx.clone(), &job).await,
             }
         } => outcome,
         () = cancel.cancelled() => Err(ToolError::Cancelled),
@@ -678,10 +723,20 @@ fn name_and_arguments(job: &Job) -> Result<(&str, Value), ToolError> {
     Ok((name, arguments))
 }
 
-async fn execute(tools: &ToolSet, ctx: ToolContext, job: &Job) -> Result<Value, ToolError> {
+async fn execute(
+    tools: &ToolSet,
+    upstreams: Option<&Upstreams>,
+    ctx: ToolContext,
+    job: &Job,
+) -> Result<Value, ToolError> {
     match job.method.as_str() {
         "tools/call" => {
             let (name, arguments) = name_and_arguments(job)?;
+            if tools.get(name).is_none()
+                && let Some((upstream, original)) = upstreams.and_then(|u| u.find(name))
+            {
+                return upstream.call(&ctx, &original, arguments, job.attempt).await;
+            }
             let tool = tools.get(name).ok_or_else(|| {
                 ToolError::Protocol(ErrorObject::invalid_params(format!("Unknown tool: {name}")))
             })?;

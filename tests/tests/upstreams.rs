@@ -1,0 +1,451 @@
+//! Upstream MCP servers behind the cluster: the seed's FastMCP server
+//! (`bench/peers/fastmcp/server.py`, Python SDK 1.x, unchanged) as an upstream of the
+//! standalone gateway and of two workers behind two gateways on Redis, driven by the
+//! official Python SDK 2.x client and by a raw client that reads every stream; plus
+//! upstreams that are down at start, die mid-call or never answer.
+//!
+//! The FastMCP server runs from a venv cached outside the repository
+//! (`tests/src/tools.rs` `fastmcp_peer`), the Python SDK client from
+//! `tests/clients/python/.venv` (`python_sdk`).
+
+use anyhow::{Context, bail, ensure};
+use e2e_tests::client::messages;
+use e2e_tests::redis::free_port;
+use e2e_tests::{Gateway, RawClient, RedisServer, WorkerProcess};
+use serde_json::{Value, json};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The seed's FastMCP server on a loopback port; killed when dropped.
+struct FastMcp {
+    child: Child,
+    port: u16,
+}
+
+impl FastMcp {
+    fn start() -> anyhow::Result<Self> {
+        Self::start_on(free_port()?)
+    }
+
+    fn start_on(port: u16) -> anyhow::Result<Self> {
+        let python = e2e_tests::tools::fastmcp_peer()?;
+        let child = Command::new(python)
+            .arg(repo().join("bench/peers/fastmcp/server.py"))
+            .args(["--port", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("start the FastMCP server")?;
+        let server = Self { child, port };
+        let start = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            ensure!(
+                start.elapsed() < WAIT,
+                "the FastMCP server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(server)
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/mcp", self.port)
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for FastMcp {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The cluster's tool names, as `tools/list` shows them now.
+async fn tool_names(client: &RawClient) -> anyhow::Result<Vec<String>> {
+    let list = client.request(800, "tools/list", json!({})).await?;
+    Ok(list["result"]["tools"]
+        .as_array()
+        .context("tools/list result")?
+        .iter()
+        .filter_map(|t| t["name"].as_str().map(str::to_owned))
+        .collect())
+}
+
+/// Polls `tools/list` until `wanted` says yes (the catalog changes when an upstream
+/// connects or drops, within its health interval).
+async fn wait_for_tools(
+    client: &RawClient,
+    what: &str,
+    wanted: impl Fn(&[String]) -> bool,
+) -> anyhow::Result<Vec<String>> {
+    let start = Instant::now();
+    loop {
+        let names = tool_names(client).await?;
+        if wanted(&names) {
+            return Ok(names);
+        }
+        if start.elapsed() > WAIT {
+            bail!("{what}: tools/list still shows {names:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs `tests/clients/python/upstream_client.py` (the official Python SDK 2.x) against
+/// `url`; returns its report.
+fn python_client(url: &str, prefix: &str) -> anyhow::Result<Value> {
+    let python = e2e_tests::tools::python_sdk()?;
+    let mut child = Command::new(python)
+        .arg("upstream_client.py")
+        .args([url, prefix])
+        .current_dir(repo().join("tests/clients/python"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let stderr = child.stderr.take().context("stderr")?;
+    let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
+    let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(60) {
+            let _ = child.kill();
+            bail!("upstream_client.py did not finish within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = out.join().unwrap_or_default();
+    let stderr = err.join().unwrap_or_default();
+    ensure!(
+        status.success(),
+        "upstream_client.py failed: {stdout}\n{stderr}"
+    );
+    let line = stdout.lines().last().context("no report")?;
+    serde_json::from_str(line).with_context(|| format!("report: {line}"))
+}
+
+/// What the SDK saw: the upstream's tools under the prefix, its progress in order, its
+/// request log (and not the one below the session's level), its background ticks.
+fn check_python_report(r: &Value) -> anyhow::Result<()> {
+    let tools: Vec<&str> = r["tools"]
+        .as_array()
+        .context("tools")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for name in [
+        "seed_send_notification",
+        "seed_long_running_operation",
+        "seed_start_background_task",
+        "seed_broadcast",
+        "seed_server_status",
+    ] {
+        ensure!(tools.contains(&name), "{name} not listed: {tools:?}");
+    }
+    ensure!(
+        r["long"] == json!(["operation completed: 5 steps"]),
+        "result: {}",
+        r["long"]
+    );
+    let progress: Vec<f64> = r["progress"]
+        .as_array()
+        .context("progress")?
+        .iter()
+        .filter_map(|p| p[0].as_f64())
+        .collect();
+    ensure!(
+        progress == [1.0, 2.0, 3.0, 4.0, 5.0],
+        "progress, in order, once each: {}",
+        r["progress"]
+    );
+    ensure!(
+        r["progress"][0] == json!([1.0, 5.0, "step 1/5"]),
+        "{}",
+        r["progress"]
+    );
+    let logs = r["logs"].as_array().context("logs")?;
+    let notify: Vec<&Value> = logs.iter().filter(|l| l["logger"] == "notify").collect();
+    ensure!(
+        notify.len() == 1 && notify[0]["data"] == "hello upstream",
+        "exactly the info message (the debug one is below the session's level): {logs:?}"
+    );
+    let ticks: Vec<i64> = logs
+        .iter()
+        .filter(|l| l["logger"] == "task/bg")
+        .filter_map(|l| l["data"]["tick"].as_i64())
+        .collect();
+    ensure!(ticks == [1, 2, 3], "background ticks once each: {logs:?}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standalone_gateway_fronts_the_fastmcp_server() {
+    let seed = FastMcp::start().expect("fastmcp");
+    let upstream = format!("seed={}", seed.url());
+    let gateway = Gateway::start(&["--upstream", &upstream]).expect("gateway");
+    let mut client = RawClient::new(&gateway.url());
+    client.initialize("2025-11-25").await.unwrap();
+    let names = wait_for_tools(&client, "the seed's tools", |n| {
+        n.iter().any(|t| t == "seed_long_running_operation")
+    })
+    .await
+    .unwrap();
+    assert!(
+        names.iter().any(|t| t == "long_running_operation"),
+        "the built-in tools stay: {names:?}"
+    );
+    let url = gateway.url();
+    let report = tokio::task::spawn_blocking(move || python_client(&url, "seed_"))
+        .await
+        .unwrap()
+        .unwrap();
+    check_python_report(&report).unwrap_or_else(|e| panic!("{e:#}\n{report:#}"));
+}
+
+/// Two gateways and two workers on Redis, each worker with the same upstream. The SDK
+/// client works through one gateway; a raw client's call starts on one gateway and its
+/// stream resumes on the other, with every progress event once and the result.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_and_two_workers_front_it_with_resumption_across_gateways() {
+    let seed = FastMcp::start().expect("fastmcp");
+    let redis = RedisServer::start().expect("redis");
+    let upstream = format!("seed={}", seed.url());
+    let gw_args = ["--redis-url", &redis.url()];
+    let a = Gateway::start(&gw_args).expect("gateway a");
+    let b = Gateway::start(&gw_args).expect("gateway b");
+    let _w1 = WorkerProcess::start(&redis.url(), &["--upstream", &upstream]).expect("worker 1");
+    let _w2 = WorkerProcess::start(&redis.url(), &["--upstream", &upstream]).expect("worker 2");
+    let mut client = RawClient::new(&a.url());
+    client.initialize("2025-11-25").await.unwrap();
+    wait_for_tools(&client, "the seed's tools", |n| {
+        n.iter().any(|t| t == "seed_long_running_operation")
+    })
+    .await
+    .unwrap();
+
+    let url = a.url();
+    let report = tokio::task::spawn_blocking(move || python_client(&url, "seed_"))
+        .await
+        .unwrap()
+        .unwrap();
+    check_python_report(&report).unwrap_or_else(|e| panic!("{e:#}\n{report:#}"));
+
+    // The call goes to gateway A; its stream drops after three progress events and
+    // resumes on gateway B.
+    let mut stream = client
+        .call_tool_stream(
+            7,
+            "seed_long_running_operation",
+            json!({"steps": 12, "step_ms": 40}),
+            Some("up"),
+        )
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut last_id = String::new();
+    while seen.len() < 3 {
+        let (event, m) = stream.next_message(WAIT).await.unwrap().unwrap();
+        assert_eq!(m["method"], "notifications/progress", "{m}");
+        assert_eq!(
+            m["params"]["progressToken"], "up",
+            "the client's token: {m}"
+        );
+        seen.push(m["params"]["progress"].as_f64().unwrap());
+        last_id = event.id;
+    }
+    drop(stream);
+    let resumed = client
+        .at(&b.url())
+        .open_stream(Some(&last_id))
+        .await
+        .unwrap();
+    let rest = messages(&resumed.collect(WAIT).await.unwrap());
+    seen.extend(
+        rest.iter()
+            .filter(|m| m["method"] == "notifications/progress")
+            .filter_map(|m| m["params"]["progress"].as_f64()),
+    );
+    assert_eq!(
+        seen,
+        (1..=12).map(f64::from).collect::<Vec<_>>(),
+        "no loss, no duplicate: {rest:?}"
+    );
+    let last = rest.last().unwrap();
+    assert_eq!(last["id"], 7);
+    assert_eq!(
+        last["result"]["content"][0]["text"],
+        "operation completed: 12 steps"
+    );
+    assert_eq!(
+        rest.iter().filter(|m| m.get("id").is_some()).count(),
+        1,
+        "one result"
+    );
+}
+
+/// An upstream down at start leaves the rest of the catalog serving and joins when it
+/// comes up; one that dies mid-call fails the call with an error naming it, at once; one
+/// that never answers fails the call at its timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_upstreams_fail_clearly_and_the_rest_keeps_serving() {
+    let seed = FastMcp::start().expect("fastmcp");
+    let late_port = free_port().unwrap();
+    let dir = tempdir();
+    let file = dir.join("upstreams.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[[upstream]]
+name = "seed"
+url = "{}"
+timeout_ms = 1500
+health_interval_ms = 200
+
+[[upstream]]
+name = "late"
+url = "http://127.0.0.1:{late_port}/mcp"
+health_interval_ms = 200
+connect_timeout_ms = 2000
+"#,
+            seed.url()
+        ),
+    )
+    .unwrap();
+    let gateway = Gateway::start(&["--upstreams", file.to_str().unwrap()]).expect("gateway");
+    let mut client = RawClient::new(&gateway.url());
+    client.initialize("2025-11-25").await.unwrap();
+    let names = wait_for_tools(&client, "the seed's tools", |n| {
+        n.iter().any(|t| t == "seed_send_notification")
+    })
+    .await
+    .unwrap();
+    assert!(
+        !names.iter().any(|t| t.starts_with("late_")),
+        "a down upstream is not listed: {names:?}"
+    );
+    assert!(names.iter().any(|t| t == "send_notification"), "{names:?}");
+    let r = client
+        .request(
+            1,
+            "tools/call",
+            json!({"name": "seed_send_notification", "arguments": {"message": "x"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r["result"]["content"][0]["text"], "notification sent: x",
+        "{r}"
+    );
+
+    // The late upstream comes up and joins the catalog.
+    let mut late = FastMcp::start_on(late_port).expect("late fastmcp");
+    wait_for_tools(&client, "the late upstream's tools", |n| {
+        n.iter().any(|t| t == "late_long_running_operation")
+    })
+    .await
+    .unwrap();
+
+    // It dies mid-call: the call fails with an error that names it, well before the
+    // call's own deadline.
+    let mut stream = client
+        .call_tool_stream(
+            2,
+            "late_long_running_operation",
+            json!({"steps": 1000, "step_ms": 50}),
+            Some("d"),
+        )
+        .await
+        .unwrap();
+    let (_, first) = stream.next_message(WAIT).await.unwrap().unwrap();
+    assert_eq!(first["method"], "notifications/progress", "{first}");
+    late.kill();
+    let died = Instant::now();
+    let rest = messages(&stream.collect(WAIT).await.unwrap());
+    let answer = rest
+        .iter()
+        .find(|m| m.get("id").is_some())
+        .unwrap_or_else(|| panic!("no answer after the upstream died: {rest:?}"));
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("upstream late"),
+        "an error naming the upstream: {answer}"
+    );
+    assert!(
+        died.elapsed() < Duration::from_secs(15),
+        "answered in {:?}",
+        died.elapsed()
+    );
+    wait_for_tools(&client, "the dead upstream's tools leave", |n| {
+        !n.iter().any(|t| t.starts_with("late_")) && n.iter().any(|t| t.starts_with("seed_"))
+    })
+    .await
+    .unwrap();
+
+    // Never answers (within its 1.5 s timeout): a timeout error.
+    let started = Instant::now();
+    let r = client
+        .request(
+            3,
+            "tools/call",
+            json!({"name": "seed_long_running_operation", "arguments": {"steps": 3, "step_ms": 10000}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["error"]["code"], -32001, "a timeout: {r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("upstream seed did not answer within 1500 ms"),
+        "{r}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // The node and the upstream keep serving.
+    let r = client
+        .request(
+            4,
+            "tools/call",
+            json!({"name": "seed_send_notification", "arguments": {"message": "still"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r["result"]["content"][0]["text"],
+        "notification sent: still"
+    );
+}
+
+fn tempdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "mcpgw-upstreams-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,619 @@
+//! Upstream MCP servers behind the cluster: a worker is the client of existing MCP
+//! servers (Streamable HTTP, or stdio children) and serves their tools beside its own.
+//!
+//! - [`config`]: the flags and the TOML file.
+//! - `connection`: one upstream session (the official Rust SDK's client), its
+//!   notifications routed in order to the downstream call or session they belong to.
+//! - `stdio`: children that die with their worker.
+//!
+//! Every upstream message a call receives is published through the call's
+//! [`ToolContext`], so it is on the bus: delivered by whichever gateway holds the
+//! client's stream, resumable there. See docs/upstreams.md.
+
+pub mod config;
+mod connection;
+mod stdio;
+
+pub use config::{SessionMode, UpstreamArgs, UpstreamConfig};
+
+use crate::context::ToolContext;
+use crate::tool::ToolError;
+use connection::Connection;
+use mcp_bus::{Bus, EventBody, SessionId, StreamTarget};
+use mcp_protocol::{ErrorObject, LogLevel, Tool, jsonrpc};
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, ClientRequest, ListToolsRequest,
+    PaginatedRequestParams, ServerResult,
+};
+use rmcp::service::{PeerRequestOptions, ServiceError};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::{Notify, OnceCell, Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Every upstream of a worker.
+pub struct Upstreams {
+    all: Vec<Arc<Upstream>>,
+    /// Woken when an upstream's tools change or it goes up or down: the worker announces.
+    pub(crate) changed: Arc<Notify>,
+}
+
+/// What `server_status` and readiness say about one upstream.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UpstreamStatus {
+    /// Its name.
+    pub name: String,
+    /// Reachable now.
+    pub up: bool,
+    /// Tools it contributes.
+    pub tools: usize,
+    /// Upstream sessions open on this worker.
+    pub sessions: usize,
+}
+
+impl Upstreams {
+    /// Upstreams for these configurations (none connected yet: see [`Upstreams::start`]).
+    pub fn new(configs: Vec<UpstreamConfig>) -> Self {
+        let changed = Arc::new(Notify::new());
+        Self {
+            all: configs
+                .into_iter()
+                .map(|config| Arc::new(Upstream::new(config, changed.clone())))
+                .collect(),
+            changed,
+        }
+    }
+
+    /// True when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.all.is_empty()
+    }
+
+    /// Connects each upstream and keeps its catalog fresh until `stop` (a task each).
+    pub(crate) fn start(&self, bus: Arc<dyn Bus>, stop: CancellationToken) {
+        for upstream in &self.all {
+            let _ = upstream.bus.set(bus.clone());
+            tokio::spawn(upstream.clone().watch(stop.clone()));
+        }
+    }
+
+    /// The tools of the upstreams that are up, under their prefixes.
+    pub fn tools(&self) -> Vec<Tool> {
+        self.all.iter().flat_map(|u| u.listed_tools()).collect()
+    }
+
+    /// The upstream serving the cluster tool `name`, and the tool's upstream name.
+    pub(crate) fn find(&self, name: &str) -> Option<(Arc<Upstream>, String)> {
+        self.all.iter().find_map(|u| {
+            let original = name.strip_prefix(u.config.prefix.as_str())?;
+            let known = lock(&u.tools).iter().any(|t| t.name == original);
+            known.then(|| (u.clone(), original.to_owned()))
+        })
+    }
+
+    /// Closes the upstream sessions of a downstream session that ended.
+    pub(crate) fn session_ended(&self, session: &SessionId) {
+        for upstream in &self.all {
+            upstream.close_session(session);
+        }
+    }
+
+    /// Each upstream's state.
+    pub fn status(&self) -> Vec<UpstreamStatus> {
+        self.all
+            .iter()
+            .map(|u| UpstreamStatus {
+                name: u.config.name.clone(),
+                up: u.up.load(Ordering::Relaxed),
+                tools: lock(&u.tools).len(),
+                sessions: lock(&u.sessions).len(),
+            })
+            .collect()
+    }
+}
+
+type Slot = Arc<OnceCell<Arc<Connection>>>;
+
+/// One upstream server.
+pub(crate) struct Upstream {
+    pub(crate) config: UpstreamConfig,
+    bus: OnceCell<Arc<dyn Bus>>,
+    /// The worker's own session: catalog, health, and every call in shared mode.
+    main: Mutex<Slot>,
+    /// Per-session mode: the downstream session's upstream session.
+    sessions: Mutex<HashMap<SessionId, Slot>>,
+    /// The upstream's tools (upstream names), as last listed; empty while down.
+    tools: Mutex<Vec<Tool>>,
+    up: AtomicBool,
+    calls: Arc<Semaphore>,
+    changed: Arc<Notify>,
+    /// Woken when a call saw the upstream fail: check it now.
+    suspect: Notify,
+    /// Cancelled when the upstream is found down: the calls running in it fail at once
+    /// instead of waiting for their timeout (the SDK keeps retrying a broken stream).
+    outage: Mutex<CancellationToken>,
+}
+
+impl Upstream {
+    fn new(config: UpstreamConfig, changed: Arc<Notify>) -> Self {
+        Self {
+            calls: Arc::new(Semaphore::new(config.max_concurrency)),
+            config,
+            bus: OnceCell::new(),
+            main: Mutex::new(Arc::new(OnceCell::new())),
+            sessions: Mutex::new(HashMap::new()),
+            tools: Mutex::new(Vec::new()),
+            up: AtomicBool::new(false),
+            changed,
+            suspect: Notify::new(),
+            outage: Mutex::new(CancellationToken::new()),
+        }
+    }
+
+    fn listed_tools(&self) -> Vec<Tool> {
+        if !self.up.load(Ordering::Relaxed) {
+            return Vec::new();
+        }
+        lock(&self.tools)
+            .iter()
+            .map(|t| Tool {
+                name: format!("{}{}", self.config.prefix, t.name),
+                ..t.clone()
+            })
+            .collect()
+    }
+
+    fn retryable(&self, name: &str) -> bool {
+        self.config.retryable.iter().any(|r| r == name)
+    }
+
+    /// The worker's own session, opened if needed.
+    async fn main_connection(&self) -> Result<Arc<Connection>, ConnectFailure> {
+        let slot = lock(&self.main).clone();
+        let conn = slot
+            .get_or_try_init(|| async {
+                Connection::open(&self.config)
+                    .await
+                    .map(Arc::new)
+                    .map_err(|e| ConnectFailure(e.to_string()))
+            })
+            .await?
+            .clone();
+        if conn.is_closed() {
+            self.reset_main(&slot);
+            return Err(ConnectFailure("the connection closed".into()));
+        }
+        Ok(conn)
+    }
+
+    fn reset_main(&self, failed: &Slot) {
+        let mut main = lock(&self.main);
+        if Arc::ptr_eq(&main, failed) {
+            if let Some(conn) = main.get().cloned() {
+                tokio::spawn(async move { conn.close().await });
+            }
+            *main = Arc::new(OnceCell::new());
+        }
+    }
+
+    /// Lists tools, marks the upstream up or down, and says so when that changed the
+    /// catalog; then waits for the next check (the interval, a `list_changed`, or a call
+    /// that saw a failure).
+    async fn watch(self: Arc<Self>, stop: CancellationToken) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let listed = match self.main_connection().await {
+                Ok(conn) => {
+                    match tokio::time::timeout(self.config.connect_timeout, self.list(&conn))
+                        .await
+                        .unwrap_or_else(|_| Err("tools/list timed out".into()))
+                    {
+                        Ok(tools) => Ok((conn, tools)),
+                        Err(e) => {
+                            // (The slot is cloned first: `reset_main` locks it again.)
+                            let slot = lock(&self.main).clone();
+                            self.reset_main(&slot);
+                            Err(e)
+                        }
+                    }
+                }
+                Err(e) => Err(e.0),
+            };
+            let list_changed = match listed {
+                Ok((conn, tools)) => {
+                    delay = Duration::from_millis(100);
+                    let was_up = self.up.swap(true, Ordering::Relaxed);
+                    let changed = {
+                        let mut current = lock(&self.tools);
+                        let changed = *current != tools;
+                        *current = tools;
+                        changed
+                    };
+                    if !was_up {
+                        tracing::info!(upstream = %self.config.name, "upstream is up");
+                    }
+                    if changed || !was_up {
+                        self.changed.notify_one();
+                    }
+                    Some(conn.router.list_changed.clone())
+                }
+                Err(e) => {
+                    // Calls running in it fail now; its sessions are dropped (the next
+                    // call of a session opens a new one).
+                    std::mem::take(&mut *lock(&self.outage)).cancel();
+                    let sessions: Vec<Slot> =
+                        lock(&self.sessions).drain().map(|(_, s)| s).collect();
+                    for conn in sessions.iter().filter_map(|s| s.get().cloned()) {
+                        tokio::spawn(async move { conn.close().await });
+                    }
+                    if self.up.swap(false, Ordering::Relaxed) {
+                        tracing::warn!(upstream = %self.config.name, error = %e, "upstream is down; its tools leave the catalog until it is back");
+                        self.changed.notify_one();
+                    } else {
+                        tracing::debug!(upstream = %self.config.name, error = %e, "upstream still down");
+                    }
+                    None
+                }
+            };
+            let wait = if list_changed.is_some() {
+                self.config.health_interval
+            } else {
+                let d = delay;
+                delay = (delay * 2).min(self.config.health_interval);
+                d
+            };
+            let never = Notify::new();
+            let list_changed = list_changed.as_deref().unwrap_or(&never);
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = list_changed.notified() => {}
+                () = self.suspect.notified() => {}
+                () = stop.cancelled() => break,
+            }
+        }
+        let main = lock(&self.main).get().cloned();
+        if let Some(conn) = main {
+            conn.close().await;
+        }
+        let sessions: Vec<Slot> = lock(&self.sessions).drain().map(|(_, s)| s).collect();
+        for slot in sessions {
+            if let Some(conn) = slot.get() {
+                conn.close().await;
+            }
+        }
+    }
+
+    async fn list(&self, conn: &Connection) -> Result<Vec<Tool>, String> {
+        let mut tools = Vec::new();
+        let mut cursor = None;
+        tracing::trace!(upstream = %self.config.name, "listing tools");
+        loop {
+            let request = ClientRequest::ListToolsRequest(ListToolsRequest {
+                method: Default::default(),
+                params: cursor.map(|c| PaginatedRequestParams::default().with_cursor(Some(c))),
+                extensions: Default::default(),
+            });
+            let options = PeerRequestOptions::with_timeout(self.config.connect_timeout);
+            let result = conn
+                .peer
+                .send_request_with_option(request, options)
+                .await
+                .map_err(|e| e.to_string())?
+                .await_response()
+                .await
+                .map_err(|e| e.to_string())?;
+            let ServerResult::ListToolsResult(page) = result else {
+                return Err("tools/list answered with something else".into());
+            };
+            for tool in &page.tools {
+                let value = serde_json::to_value(tool).map_err(|e| e.to_string())?;
+                match serde_json::from_value::<Tool>(value) {
+                    Ok(tool) if self.config.admits(&tool.name) => tools.push(tool),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(upstream = %self.config.name, error = %e, "an upstream tool was skipped")
+                    }
+                }
+            }
+            match page.next_cursor {
+                Some(next) if tools.len() < 10_000 => cursor = Some(next),
+                _ => break,
+            }
+        }
+        tools.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(tools)
+    }
+
+    /// The upstream session a call of this downstream session uses.
+    async fn connection_for(
+        &self,
+        ctx: &ToolContext,
+        stateless: bool,
+    ) -> Result<Arc<Connection>, ToolError> {
+        if self.config.session_mode == SessionMode::Shared || stateless {
+            return self
+                .main_connection()
+                .await
+                .map_err(|e| self.unavailable(&e.0));
+        }
+        let session = ctx.session_id().clone();
+        let slot = {
+            let mut sessions = lock(&self.sessions);
+            if !sessions.contains_key(&session) && sessions.len() >= self.config.max_sessions {
+                return Err(ToolError::Protocol(ErrorObject::internal(format!(
+                    "upstream {} has {} sessions open on this worker, its limit (max_sessions); try again later",
+                    self.config.name, self.config.max_sessions
+                ))));
+            }
+            sessions.entry(session.clone()).or_default().clone()
+        };
+        let result = slot
+            .get_or_try_init(|| async {
+                let conn = Arc::new(
+                    Connection::open(&self.config)
+                        .await
+                        .map_err(|e| ConnectFailure(e.to_string()))?,
+                );
+                self.route_session_messages(&conn, ctx);
+                tracing::debug!(upstream = %self.config.name, session = %session, pid = conn.pid.unwrap_or(0), "upstream session opened");
+                Ok::<_, ConnectFailure>(conn)
+            })
+            .await
+            .cloned();
+        match result {
+            Ok(conn) if !conn.is_closed() => Ok(conn),
+            Ok(_) => {
+                self.forget_session(&session, &slot);
+                Err(self.unavailable("its session closed; the next call opens a new one"))
+            }
+            Err(e) => {
+                self.forget_session(&session, &slot);
+                Err(self.unavailable(&e.0))
+            }
+        }
+    }
+
+    fn forget_session(&self, session: &SessionId, slot: &Slot) {
+        let mut sessions = lock(&self.sessions);
+        if sessions.get(session).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            sessions.remove(session);
+        }
+    }
+
+    /// The upstream's own messages to this session (its GET stream: background work,
+    /// broadcasts, resource updates) go to the downstream session's standalone stream,
+    /// filtered by the session's log level.
+    fn route_session_messages(&self, conn: &Connection, ctx: &ToolContext) {
+        let (Some(bus), Some(handle)) = (self.bus.get().cloned(), ctx.session()) else {
+            return;
+        };
+        let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
+        conn.router.set_session_sink(tx);
+        let min_level = ctx.log_level();
+        let session = handle.id().clone();
+        tokio::spawn(async move {
+            while let Some(message) = rx.recv().await {
+                if message["method"] == "notifications/message"
+                    && let (Some(min), Some(level)) =
+                        (min_level, parse_level(&message["params"]["level"]))
+                    && level < min
+                {
+                    continue;
+                }
+                if let Err(e) = bus
+                    .publish(
+                        &session,
+                        StreamTarget::Standalone,
+                        EventBody::Message(message),
+                    )
+                    .await
+                {
+                    tracing::debug!(error = %e, "an upstream message for a session was lost");
+                }
+            }
+        });
+    }
+
+    fn close_session(&self, session: &SessionId) {
+        let slot = lock(&self.sessions).remove(session);
+        if let Some(conn) = slot.and_then(|s| s.get().cloned()) {
+            let name = self.config.name.clone();
+            tokio::spawn(async move {
+                conn.close().await;
+                tracing::debug!(upstream = %name, "upstream session closed");
+            });
+        }
+    }
+
+    fn unavailable(&self, why: &str) -> ToolError {
+        ToolError::Protocol(ErrorObject::internal(format!(
+            "upstream {} is unavailable: {why}",
+            self.config.name
+        )))
+    }
+
+    /// Runs `tools/call` upstream; its progress and log messages go to the call's stream
+    /// through `ctx` as they arrive, and a downstream cancellation cancels it upstream.
+    pub(crate) async fn call(
+        &self,
+        ctx: &ToolContext,
+        name: &str,
+        arguments: Value,
+        attempt: u32,
+    ) -> Result<Value, ToolError> {
+        if attempt > 0 && !self.retryable(name) {
+            return Err(ToolError::Protocol(ErrorObject::internal(format!(
+                "the worker running this call of {}{name} stopped before answering; the upstream tool is not marked retryable, so it was not run again",
+                self.config.prefix
+            ))));
+        }
+        let timeout = self.config.call_timeout;
+        let _permit = tokio::time::timeout(timeout, self.calls.clone().acquire_owned())
+            .await
+            .map_err(|_| {
+                ToolError::Protocol(ErrorObject::new(
+                    jsonrpc::REQUEST_TIMEOUT,
+                    format!(
+                        "upstream {} is busy ({} calls running); no slot within {} ms",
+                        self.config.name,
+                        self.config.max_concurrency,
+                        timeout.as_millis()
+                    ),
+                ))
+            })?
+            .map_err(|_| self.unavailable("shutting down"))?;
+        let conn = self
+            .connection_for(ctx, ctx.protocol_version().is_stateless())
+            .await?;
+        let mut params = CallToolRequestParams::new(name.to_owned());
+        if let Value::Object(map) = arguments {
+            params = params.with_arguments(map);
+        }
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+        let options = PeerRequestOptions::with_timeout(timeout);
+        let handle = conn
+            .peer
+            .send_request_with_option(request, options)
+            .await
+            .map_err(|e| self.failed(&e))?;
+        let outage = lock(&self.outage).clone();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let token = serde_json::to_value(&handle.progress_token).unwrap_or(Value::Null);
+        let _route = conn.router.register(token, tx);
+        let mut guard = CancelGuard {
+            peer: Some(conn.peer.clone()),
+            id: handle.id.clone(),
+        };
+        let response = handle.await_response();
+        tokio::pin!(response);
+        let result = loop {
+            tokio::select! {
+                biased;
+                Some(message) = rx.recv() => forward(ctx, message).await,
+                result = &mut response => break result,
+                () = outage.cancelled() => {
+                    return Err(ToolError::Protocol(ErrorObject::internal(format!(
+                        "upstream {} stopped answering during the call (its health check failed); the call's outcome is unknown",
+                        self.config.name
+                    ))));
+                }
+            }
+        };
+        guard.peer = None;
+        // Whatever arrived before the response precedes it downstream too.
+        while let Ok(message) = rx.try_recv() {
+            forward(ctx, message).await;
+        }
+        match result {
+            Ok(ServerResult::CallToolResult(result)) => {
+                serde_json::to_value(result).map_err(|e| ToolError::failed(e.to_string()))
+            }
+            Ok(_) => Err(ToolError::Protocol(ErrorObject::internal(format!(
+                "upstream {} answered tools/call with something other than a tool result",
+                self.config.name
+            )))),
+            Err(e) => Err(self.failed(&e)),
+        }
+    }
+
+    fn failed(&self, error: &ServiceError) -> ToolError {
+        match error {
+            ServiceError::McpError(e) => ToolError::Protocol(ErrorObject {
+                code: i64::from(e.code.0),
+                message: e.message.to_string(),
+                data: e.data.clone(),
+            }),
+            ServiceError::Timeout { timeout } => ToolError::Protocol(ErrorObject::new(
+                jsonrpc::REQUEST_TIMEOUT,
+                format!(
+                    "upstream {} did not answer within {} ms (its timeout); the call was cancelled upstream",
+                    self.config.name,
+                    timeout.as_millis()
+                ),
+            )),
+            other => {
+                self.suspect.notify_one();
+                ToolError::Protocol(ErrorObject::internal(format!(
+                    "upstream {} failed during the call: {other}",
+                    self.config.name
+                )))
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ConnectFailure(String);
+
+/// Sends `notifications/cancelled` upstream when a call is abandoned (the client
+/// cancelled, the deadline passed, the session ended).
+struct CancelGuard {
+    peer: Option<rmcp::service::Peer<rmcp::service::RoleClient>>,
+    id: rmcp::model::RequestId,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        let Some(peer) = self.peer.take() else {
+            return;
+        };
+        let id = self.id.clone();
+        tokio::spawn(async move {
+            let params = rmcp::model::CancelledNotificationParam::new(
+                Some(id),
+                Some("cancelled by the downstream client".into()),
+            );
+            let _ = peer.notify_cancelled(params).await;
+        });
+    }
+}
+
+fn parse_level(value: &Value) -> Option<LogLevel> {
+    serde_json::from_value(value.clone()).ok()
+}
+
+/// Publishes one upstream notification on the call's stream.
+async fn forward(ctx: &ToolContext, message: Value) {
+    let params = &message["params"];
+    let sent = match message["method"].as_str() {
+        Some("notifications/progress") => {
+            let Some(progress) = params["progress"].as_f64() else {
+                return;
+            };
+            // A repeated or lower value (the upstream's bug) is dropped, not forwarded.
+            match ctx
+                .progress(
+                    progress,
+                    params["total"].as_f64(),
+                    params["message"].as_str(),
+                )
+                .await
+            {
+                Err(ToolError::Failed(_)) => Ok(()),
+                other => other,
+            }
+        }
+        Some("notifications/message") => match parse_level(&params["level"]) {
+            Some(level) => {
+                ctx.log(
+                    level,
+                    params["logger"].as_str().unwrap_or(""),
+                    params.get("data").cloned().unwrap_or(json!(null)),
+                )
+                .await
+            }
+            None => Ok(()),
+        },
+        _ => Ok(()),
+    };
+    if let Err(e) = sent {
+        tracing::debug!(error = %e, "an upstream notification could not be forwarded");
+    }
+}
