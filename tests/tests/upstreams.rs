@@ -433,6 +433,174 @@ connect_timeout_ms = 2000
     );
 }
 
+/// The pids of `parent`'s children whose command line contains `needle` (from /proc).
+fn children_running(parent: u32, needle: &str) -> Vec<u32> {
+    children(parent)
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(needle))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
+/// The pids of `parent`'s children (from /proc).
+fn children(parent: u32) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces, so read after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(parent) {
+            pids.push(pid);
+        }
+    }
+    pids.sort_unstable();
+    pids
+}
+
+fn alive(pid: u32) -> bool {
+    // A zombie has exited; only its entry waits for the parent.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')
+                .map(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < WAIT, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The FastMCP server as a stdio upstream of a worker on Redis: one child for the
+/// worker's own session and one per downstream session, gone after the session's DELETE
+/// and, for all of them, after the worker is SIGKILLed. A child that never answers
+/// `initialize` is killed at the connect timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stdio_children_follow_their_sessions_and_die_with_their_worker() {
+    let python = e2e_tests::tools::fastmcp_peer().expect("fastmcp venv");
+    let script = repo().join("bench/peers/fastmcp/stdio.py");
+    let upstream = format!("py=stdio:{} {}", python.display(), script.display());
+    let dir = tempdir();
+    let file = dir.join("upstreams.toml");
+    std::fs::write(
+        &file,
+        "[[upstream]]\nname = \"mute\"\ncommand = \"sleep\"\nargs = [\"3600\"]\nconnect_timeout_ms = 300\nhealth_interval_ms = 300\n",
+    )
+    .unwrap();
+    let redis = RedisServer::start().expect("redis");
+    let gateway = Gateway::start(&["--redis-url", &redis.url()]).expect("gateway");
+    let mut worker = WorkerProcess::start(
+        &redis.url(),
+        &[
+            "--upstream",
+            &upstream,
+            "--upstreams",
+            file.to_str().unwrap(),
+        ],
+    )
+    .expect("worker");
+    // The mute child is started, killed at its initialize timeout, started again...:
+    // never more than one at a time, each gone soon.
+    let mut mute = Vec::new();
+    wait_until("a mute child starts", || {
+        mute = children_running(worker.pid(), "3600");
+        !mute.is_empty()
+    })
+    .await;
+    assert_eq!(mute.len(), 1, "{mute:?}");
+    wait_until("the mute child is killed at its initialize timeout", || {
+        !alive(mute[0])
+    })
+    .await;
+    wait_until("the timeout is reported in the worker's log", || {
+        worker
+            .log()
+            .iter()
+            .any(|l| l.contains("initialize did not finish within 300 ms"))
+    })
+    .await;
+    let mut client = RawClient::new(&gateway.url());
+    client.initialize("2025-11-25").await.unwrap();
+    wait_for_tools(&client, "the stdio upstream's tools", |n| {
+        n.iter().any(|t| t == "py_long_running_operation")
+    })
+    .await
+    .unwrap();
+    let own = children_running(worker.pid(), "stdio.py");
+    assert_eq!(own.len(), 1, "the worker's own session: one child");
+
+    let events = client
+        .call_tool(
+            1,
+            "py_long_running_operation",
+            json!({"steps": 4, "step_ms": 10}),
+            Some("s"),
+        )
+        .await
+        .unwrap();
+    let all = messages(&events);
+    let progress: Vec<f64> = all
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .filter_map(|m| m["params"]["progress"].as_f64())
+        .collect();
+    assert_eq!(progress, [1.0, 2.0, 3.0, 4.0], "{all:?}");
+    assert_eq!(
+        all.last().unwrap()["result"]["content"][0]["text"],
+        "operation completed: 4 steps"
+    );
+    let with_session = children_running(worker.pid(), "stdio.py");
+    assert_eq!(with_session.len(), 2, "a child for the session");
+    let session_child = *with_session.iter().find(|p| !own.contains(p)).unwrap();
+
+    assert!(client.delete().await.unwrap().is_success());
+    wait_until("the session's child exits after DELETE", || {
+        !alive(session_child)
+    })
+    .await;
+    assert_eq!(
+        children_running(worker.pid(), "stdio.py"),
+        own,
+        "the worker's own child stays"
+    );
+
+    // A new session gets a new child; SIGKILL of the worker takes every child with it.
+    let mut client = RawClient::new(&gateway.url());
+    client.initialize("2025-11-25").await.unwrap();
+    let r = client
+        .request(
+            2,
+            "tools/call",
+            json!({"name": "py_send_notification", "arguments": {"message": "m"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["result"]["content"][0]["text"], "notification sent: m");
+    let before_kill = children(worker.pid());
+    assert!(before_kill.len() >= 2, "{before_kill:?}");
+    worker.kill();
+    wait_until("every child exits when its worker is SIGKILLed", || {
+        before_kill.iter().all(|p| !alive(*p))
+    })
+    .await;
+}
+
 fn tempdir() -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "mcpgw-upstreams-{}-{}",

@@ -208,6 +208,9 @@ impl Upstream {
     /// that saw a failure).
     async fn watch(self: Arc<Self>, stop: CancellationToken) {
         let mut delay = Duration::from_millis(100);
+        // Whether this outage was logged at warn already (the first failure at start is
+        // worth a warning too, the retries are not).
+        let mut warned = false;
         loop {
             let listed = match self.main_connection().await {
                 Ok(conn) => {
@@ -229,6 +232,7 @@ impl Upstream {
             let list_changed = match listed {
                 Ok((conn, tools)) => {
                     delay = Duration::from_millis(100);
+                    warned = false;
                     let was_up = self.up.swap(true, Ordering::Relaxed);
                     let changed = {
                         let mut current = lock(&self.tools);
@@ -253,9 +257,13 @@ impl Upstream {
                     for conn in sessions.iter().filter_map(|s| s.get().cloned()) {
                         tokio::spawn(async move { conn.close().await });
                     }
-                    if self.up.swap(false, Ordering::Relaxed) {
-                        tracing::warn!(upstream = %self.config.name, error = %e, "upstream is down; its tools leave the catalog until it is back");
+                    let was_up = self.up.swap(false, Ordering::Relaxed);
+                    if was_up {
                         self.changed.notify_one();
+                    }
+                    if was_up || !warned {
+                        warned = true;
+                        tracing::warn!(upstream = %self.config.name, error = %e, "upstream is down; its tools are not listed until it answers");
                     } else {
                         tracing::debug!(upstream = %self.config.name, error = %e, "upstream still down");
                     }
