@@ -289,6 +289,12 @@ def cmd_compose(config_json: str, raw: str) -> int:
             problems.append(f"{s}: MCPGW_REDIS_URL must be redis://redis:6379")
     if services.get("gateway", {}).get("environment", {}).get("MCPGW_LISTEN") != "0.0.0.0:8000":
         problems.append("gateway: MCPGW_LISTEN must be 0.0.0.0:8000 (nginx and Prometheus use :8000)")
+    upstream = services.get("worker", {}).get("environment", {}).get("MCPGW_UPSTREAM", "")
+    if upstream != "seed=http://fastmcp:8001/mcp" or "fastmcp" not in services:
+        problems.append("worker: MCPGW_UPSTREAM seed=http://fastmcp:8001/mcp, the fastmcp service")
+    fastmcp = " ".join(services.get("fastmcp", {}).get("command") or [])
+    if "--host 0.0.0.0 --port 8001" not in fastmcp:
+        problems.append("fastmcp: must listen on 0.0.0.0:8001 (workers reach it by name)")
     if "--metrics-listen" not in " ".join(services.get("worker", {}).get("command") or []):
         problems.append("worker: --metrics-listen (Prometheus scrapes :9100)")
     redis = services.get("redis", {})

@@ -178,6 +178,7 @@ pub async fn serve_with(
         let worker = if upstreams.is_empty() {
             worker
         } else {
+            metrics.register(worker::upstream::metrics::collectors());
             worker.with_upstreams(Arc::new(worker::upstream::Upstreams::new(upstreams)))
         };
         Some(worker.start(worker_stop.clone()).await?)

@@ -217,6 +217,33 @@ async fn the_standalone_gateway_fronts_the_fastmcp_server() {
         .unwrap()
         .unwrap();
     check_python_report(&report).unwrap_or_else(|e| panic!("{e:#}\n{report:#}"));
+
+    // Operations: server_status and the metrics name the upstream.
+    let status = client
+        .request(2, "tools/call", json!({"name": "server_status"}))
+        .await
+        .unwrap();
+    let status: Value =
+        serde_json::from_str(status["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+    assert_eq!(status["upstreams"][0]["name"], "seed", "{status}");
+    assert_eq!(status["upstreams"][0]["up"], true, "{status}");
+    assert_eq!(status["upstreams"][0]["tools"], 5, "{status}");
+    let metrics = text_of(&format!("{}/metrics", gateway.base)).await.unwrap();
+    assert_eq!(sample(&metrics, "mcpgw_upstream_up", "seed", ""), Some(1.0));
+    assert!(
+        sample(
+            &metrics,
+            "mcpgw_upstream_calls_total",
+            "seed",
+            "outcome=\"ok\""
+        )
+        .is_some_and(|n| n >= 4.0),
+        "{metrics}"
+    );
+    assert!(
+        sample(&metrics, "mcpgw_upstream_call_seconds_count", "seed", "").is_some_and(|n| n >= 4.0),
+        "{metrics}"
+    );
 }
 
 /// Two gateways and two workers on Redis, each worker with the same upstream. The SDK
@@ -230,7 +257,11 @@ async fn two_gateways_and_two_workers_front_it_with_resumption_across_gateways()
     let gw_args = ["--redis-url", &redis.url()];
     let a = Gateway::start(&gw_args).expect("gateway a");
     let b = Gateway::start(&gw_args).expect("gateway b");
-    let _w1 = WorkerProcess::start(&redis.url(), &["--upstream", &upstream]).expect("worker 1");
+    let w1 = WorkerProcess::start(
+        &redis.url(),
+        &["--upstream", &upstream, "--metrics-listen", "127.0.0.1:0"],
+    )
+    .expect("worker 1");
     let _w2 = WorkerProcess::start(&redis.url(), &["--upstream", &upstream]).expect("worker 2");
     let mut client = RawClient::new(&a.url());
     client.initialize("2025-11-25").await.unwrap();
@@ -239,6 +270,17 @@ async fn two_gateways_and_two_workers_front_it_with_resumption_across_gateways()
     })
     .await
     .unwrap();
+
+    let ready = text_of(&format!(
+        "http://{}/readyz",
+        w1.metrics_addr.as_deref().unwrap()
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        ready, "ready\nupstream seed up",
+        "the worker's readiness names it"
+    );
 
     let url = a.url();
     let report = tokio::task::spawn_blocking(move || python_client(&url, "seed_"))
@@ -418,6 +460,27 @@ connect_timeout_ms = 2000
         "{r}"
     );
     assert!(started.elapsed() < Duration::from_secs(10));
+    let metrics = text_of(&format!("{}/metrics", gateway.base)).await.unwrap();
+    assert_eq!(sample(&metrics, "mcpgw_upstream_up", "late", ""), Some(0.0));
+    assert_eq!(
+        sample(
+            &metrics,
+            "mcpgw_upstream_calls_total",
+            "seed",
+            "outcome=\"timeout\""
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "mcpgw_upstream_calls_total",
+            "late",
+            "outcome=\"error\""
+        ),
+        Some(1.0),
+        "the call cut short by the outage"
+    );
     // The node and the upstream keep serving.
     let r = client
         .request(
@@ -599,6 +662,19 @@ async fn stdio_children_follow_their_sessions_and_die_with_their_worker() {
         before_kill.iter().all(|p| !alive(*p))
     })
     .await;
+}
+
+/// The value of the sample of `metric` whose labels include `upstream="NAME"` (and
+/// `extra`, e.g. `outcome="ok"`), in a Prometheus text exposition.
+fn sample(text: &str, metric: &str, upstream: &str, extra: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{metric}{{")))
+        .filter(|l| l.contains(&format!("upstream=\"{upstream}\"")) && l.contains(extra))
+        .find_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse().ok()))
+}
+
+async fn text_of(url: &str) -> anyhow::Result<String> {
+    Ok(reqwest::get(url).await?.text().await?)
 }
 
 fn tempdir() -> PathBuf {

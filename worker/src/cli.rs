@@ -110,6 +110,7 @@ pub async fn run_with(args: Args, toolsets: Toolsets) -> anyhow::Result<()> {
     };
     let metrics = Arc::new(Metrics::new(Role::Worker, &worker.id().0));
     metrics.register(mcp_bus::redis::metrics::collectors());
+    metrics.register(crate::upstream::metrics::collectors());
     let worker = worker.with_metrics(metrics.clone());
     let stop = CancellationToken::new();
     if let Some(addr) = args.metrics_listen {
@@ -118,6 +119,7 @@ pub async fn run_with(args: Args, toolsets: Toolsets) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {addr} for metrics"))?;
         tracing::info!(listen = %listener.local_addr()?, "metrics serving");
         let ops = OpsState {
+            upstreams: worker.upstreams(),
             bus,
             metrics,
             stop: stop.clone(),
@@ -153,6 +155,7 @@ pub async fn run_with(args: Args, toolsets: Toolsets) -> anyhow::Result<()> {
 
 #[derive(Clone)]
 struct OpsState {
+    upstreams: Option<Arc<crate::upstream::Upstreams>>,
     bus: Arc<RedisBus>,
     metrics: Arc<Metrics>,
     stop: CancellationToken,
@@ -166,7 +169,9 @@ async fn metrics_text(State(ops): State<OpsState>) -> Response {
         .into_response()
 }
 
-/// 200 while the bus answers and the worker is not stopping.
+/// 200 while the bus answers and the worker is not stopping. The body also says which
+/// upstreams answer (`upstream NAME up|down`, a line each): a down upstream does not make
+/// the worker unready, its other tools still serve.
 async fn readyz(State(ops): State<OpsState>) -> Response {
     let ready = !ops.stop.is_cancelled()
         && matches!(
@@ -174,11 +179,20 @@ async fn readyz(State(ops): State<OpsState>) -> Response {
             Ok(Ok(()))
         );
     ops.metrics.ready.set(i64::from(ready));
-    if ready {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    let mut body = String::from(if ready { "ready" } else { "not ready" });
+    for u in ops.upstreams.iter().flat_map(|u| u.status()) {
+        body.push_str(&format!(
+            "\nupstream {} {}",
+            u.name,
+            if u.up { "up" } else { "down" }
+        ));
     }
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, body).into_response()
 }
 
 async fn shutdown_signal() {

@@ -610,6 +610,16 @@ impl ToolContext {
         Ok(self.call.shared.bus.stats().await?)
     }
 
+    /// The upstream MCP servers of the worker running this call, and their state.
+    pub fn upstreams(&self) -> Vec<crate::upstream::UpstreamStatus> {
+        self.call
+            .shared
+            .upstreams
+            .get()
+            .map(|u| u.status())
+            .unwrap_or_default()
+    }
+
     /// The JSON-RPC id of the client's request.
     pub fn request_id(&self) -> &RequestId {
         &self.call.job.request_id

@@ -77,7 +77,7 @@ pub(crate) struct Shared {
     /// Woken when `unlisted` changes: the worker announces at once.
     listing_changed: tokio::sync::Notify,
     /// Upstream MCP servers whose tools this worker also serves.
-    upstreams: OnceLock<Arc<Upstreams>>,
+    pub(crate) upstreams: OnceLock<Arc<Upstreams>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -90,8 +90,8 @@ def level_allows(session: ServerSession, level: str) -> bool:
     return LEVELS.index(level) >= LEVELS.index(minimum)
 
 
-def build(port: int) -> FastMCP:
-    mcp = FastMCP("fastmcp-peer", host="127.0.0.1", port=port, event_store=MemoryEventStore(), log_level="WARNING")
+def build(port: int, host: str = "127.0.0.1") -> FastMCP:
+    mcp = FastMCP("fastmcp-peer", host=host, port=port, event_store=MemoryEventStore(), log_level="WARNING")
 
     @mcp._mcp_server.set_logging_level()
     async def set_level(level: types.LoggingLevel) -> None:
@@ -165,9 +165,12 @@ def build(port: int) -> FastMCP:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, default=8100)
+    # Loopback by default (FastMCP then also checks the Host header); a container serving
+    # other containers (docker-compose.yml's upstream) listens on 0.0.0.0.
+    parser.add_argument("--host", default="127.0.0.1")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    build(args.port).run(transport="streamable-http")
+    build(args.port, args.host).run(transport="streamable-http")
 
 
 if __name__ == "__main__":

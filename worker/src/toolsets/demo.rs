@@ -324,7 +324,11 @@ async fn start_task_resource(
 
 async fn server_status(ctx: ToolContext, _args: NoArguments) -> Result<CallToolResult, ToolError> {
     let stats = ctx.cluster_stats().await?;
-    Ok(CallToolResult::text(
-        serde_json::to_string(&stats).unwrap_or_default(),
-    ))
+    let mut status = serde_json::to_value(&stats).unwrap_or_default();
+    // The upstream MCP servers of the worker that answers (each worker has its own view).
+    let upstreams = ctx.upstreams();
+    if !upstreams.is_empty() {
+        status["upstreams"] = serde_json::to_value(upstreams).unwrap_or_default();
+    }
+    Ok(CallToolResult::text(status.to_string()))
 }

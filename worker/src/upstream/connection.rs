@@ -213,6 +213,16 @@ pub(crate) struct Connection {
     service: Mutex<Option<RunningService<RoleClient, Client>>>,
     /// The stdio child's pid, for logs and tests.
     pub(crate) pid: Option<u32>,
+    /// The upstream's name (the sessions-open gauge's label).
+    upstream: String,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        super::metrics::SESSIONS
+            .with_label_values(&[self.upstream.as_str()])
+            .dec();
+    }
 }
 
 impl Connection {
@@ -266,11 +276,15 @@ impl Connection {
                 (initialize(tapped, timeout).await?, pid)
             }
         };
+        super::metrics::SESSIONS
+            .with_label_values(&[config.name.as_str()])
+            .inc();
         Ok(Self {
             peer: service.peer().clone(),
             router,
             service: Mutex::new(Some(service)),
             pid,
+            upstream: config.name.clone(),
         })
     }
 

@@ -12,6 +12,7 @@
 
 pub mod config;
 mod connection;
+pub mod metrics;
 mod stdio;
 
 pub use config::{SessionMode, UpstreamArgs, UpstreamConfig};
@@ -136,6 +137,8 @@ pub(crate) struct Upstream {
     changed: Arc<Notify>,
     /// Woken when a call saw the upstream fail: check it now.
     suspect: Notify,
+    /// The worker's own session was open once (opening it again is a restart).
+    opened: AtomicBool,
     /// Cancelled when the upstream is found down: the calls running in it fail at once
     /// instead of waiting for their timeout (the SDK keeps retrying a broken stream).
     outage: Mutex<CancellationToken>,
@@ -154,6 +157,7 @@ impl Upstream {
             changed,
             suspect: Notify::new(),
             outage: Mutex::new(CancellationToken::new()),
+            opened: AtomicBool::new(false),
         }
     }
 
@@ -179,10 +183,16 @@ impl Upstream {
         let slot = lock(&self.main).clone();
         let conn = slot
             .get_or_try_init(|| async {
-                Connection::open(&self.config)
+                let conn = Connection::open(&self.config)
                     .await
                     .map(Arc::new)
-                    .map_err(|e| ConnectFailure(e.to_string()))
+                    .map_err(|e| ConnectFailure(e.to_string()))?;
+                if self.opened.swap(true, Ordering::Relaxed) {
+                    metrics::RESTARTS
+                        .with_label_values(&[self.config.name.as_str()])
+                        .inc();
+                }
+                Ok(conn)
             })
             .await?
             .clone();
@@ -234,6 +244,9 @@ impl Upstream {
                     delay = Duration::from_millis(100);
                     warned = false;
                     let was_up = self.up.swap(true, Ordering::Relaxed);
+                    metrics::UP
+                        .with_label_values(&[self.config.name.as_str()])
+                        .set(1);
                     let changed = {
                         let mut current = lock(&self.tools);
                         let changed = *current != tools;
@@ -258,6 +271,9 @@ impl Upstream {
                         tokio::spawn(async move { conn.close().await });
                     }
                     let was_up = self.up.swap(false, Ordering::Relaxed);
+                    metrics::UP
+                        .with_label_values(&[self.config.name.as_str()])
+                        .set(0);
                     if was_up {
                         self.changed.notify_one();
                     }
@@ -456,6 +472,34 @@ impl Upstream {
         arguments: Value,
         attempt: u32,
     ) -> Result<Value, ToolError> {
+        let started = std::time::Instant::now();
+        let label = self.config.name.as_str();
+        // Dropped before it finishes: the client cancelled (or the deadline passed).
+        let mut outcome = Outcome {
+            label,
+            kind: "cancelled",
+        };
+        let result = self.call_inner(ctx, name, arguments, attempt).await;
+        outcome.kind = match &result {
+            Ok(v) if v.get("isError") == Some(&Value::Bool(true)) => "tool_error",
+            Ok(_) => "ok",
+            Err(ToolError::Protocol(e)) if e.code == jsonrpc::REQUEST_TIMEOUT => "timeout",
+            Err(ToolError::Protocol(e)) if e.message.contains(" is unavailable: ") => "unavailable",
+            Err(_) => "error",
+        };
+        metrics::LATENCY
+            .with_label_values(&[label])
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn call_inner(
+        &self,
+        ctx: &ToolContext,
+        name: &str,
+        arguments: Value,
+        attempt: u32,
+    ) -> Result<Value, ToolError> {
         if attempt > 0 && !self.retryable(name) {
             return Err(ToolError::Protocol(ErrorObject::internal(format!(
                 "the worker running this call of {}{name} stopped before answering; the upstream tool is not marked retryable, so it was not run again",
@@ -559,6 +603,20 @@ impl Upstream {
 
 #[derive(Debug)]
 struct ConnectFailure(String);
+
+/// Counts a call's outcome when the call ends, also when it is dropped mid-way.
+struct Outcome<'a> {
+    label: &'a str,
+    kind: &'static str,
+}
+
+impl Drop for Outcome<'_> {
+    fn drop(&mut self) {
+        metrics::CALLS
+            .with_label_values(&[self.label, self.kind])
+            .inc();
+    }
+}
 
 /// Sends `notifications/cancelled` upstream when a call is abandoned (the client
 /// cancelled, the deadline passed, the session ended).
