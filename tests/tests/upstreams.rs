@@ -218,6 +218,38 @@ async fn the_standalone_gateway_fronts_the_fastmcp_server() {
         .unwrap();
     check_python_report(&report).unwrap_or_else(|e| panic!("{e:#}\n{report:#}"));
 
+    // Generations bridged: a 2026-07-28 client (no session) uses the session-protocol-only
+    // upstream, its progress on the request's stream under its own token.
+    let modern = e2e_tests::StatelessClient::rotating(&[gateway.url()]);
+    let (response, notes) = modern
+        .call(
+            9,
+            "tools/call",
+            json!({"name": "seed_long_running_operation", "arguments": {"steps": 3, "step_ms": 10}}),
+            json!({"progressToken": "m"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        response["result"]["content"][0]["text"], "operation completed: 3 steps",
+        "{response}"
+    );
+    let progress: Vec<(Value, f64)> = notes
+        .iter()
+        .filter(|m| m["method"] == "notifications/progress")
+        .map(|m| {
+            (
+                m["params"]["progressToken"].clone(),
+                m["params"]["progress"].as_f64().unwrap_or(-1.0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        progress,
+        [(json!("m"), 1.0), (json!("m"), 2.0), (json!("m"), 3.0)],
+        "{notes:?}"
+    );
+
     // Operations: server_status and the metrics name the upstream.
     let status = client
         .request(2, "tools/call", json!({"name": "server_status"}))
