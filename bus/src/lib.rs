@@ -38,7 +38,7 @@ pub use message::{
     SessionRecord, StandaloneCursor, StreamTarget, WorkerInfo,
 };
 pub use quota::{AuditFields, RateVerdict};
-pub use redis::{RedisBus, RedisBusConfig};
+pub use redis::{Conn, RedisBus, RedisBusConfig, RedisMode};
 
 /// Milliseconds since the Unix epoch, the clock of deadlines and latency stamps.
 pub fn now_ms() -> u64 {

@@ -151,6 +151,11 @@ pub async fn serve_with(
         Some(url) => {
             let mut redis = RedisBusConfig::new(url);
             redis.prefix = config.redis_prefix.clone();
+            redis.mode = config
+                .redis_mode
+                .parse()
+                .map_err(|e: String| GatewayError::Config(e))?;
+            redis.sentinel_master = config.redis_sentinel_master.clone();
             redis.session_log_len = config.event_log_len.max(1);
             redis.broadcast_log_len = config.event_log_len.max(1);
             redis.live_queue_len = config.stream_queue_len.max(1);

@@ -27,6 +27,16 @@ pub struct Config {
     #[arg(long, env = "MCPGW_REDIS_URL")]
     pub redis_url: Option<String>,
 
+    /// How `--redis-url` is read: `single` (one Redis) or `sentinel` (`--redis-url` lists
+    /// the sentinels, comma separated, e.g. `redis://s1:26379,redis://s2:26379`; the bus
+    /// connects to the master they name and follows their failovers).
+    #[arg(long, env = "MCPGW_REDIS_MODE", default_value = "single", value_parser = ["single", "sentinel"])]
+    pub redis_mode: String,
+
+    /// With `--redis-mode sentinel`: the name of the master the sentinels monitor.
+    #[arg(long, env = "MCPGW_REDIS_SENTINEL_MASTER", default_value = "mymaster")]
+    pub redis_sentinel_master: String,
+
     /// Prefix of every Redis key and channel (several deployments can share one Redis).
     #[arg(long, env = "MCPGW_REDIS_PREFIX", default_value = "mcpgw")]
     pub redis_prefix: String,

@@ -25,6 +25,14 @@ pub struct Args {
     /// Redis URL of the bus shared with the gateways.
     #[arg(long, env = "MCPGW_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// How `--redis-url` is read: `single` (one Redis) or `sentinel` (`--redis-url` lists
+    /// the sentinels, comma separated, e.g. `redis://s1:26379,redis://s2:26379`; the bus
+    /// connects to the master they name and follows their failovers).
+    #[arg(long, env = "MCPGW_REDIS_MODE", default_value = "single", value_parser = ["single", "sentinel"])]
+    pub redis_mode: String,
+    /// With `--redis-mode sentinel`: the name of the master the sentinels monitor.
+    #[arg(long, env = "MCPGW_REDIS_SENTINEL_MASTER", default_value = "mymaster")]
+    pub redis_sentinel_master: String,
     /// Prefix of every Redis key and channel (the gateways' `--redis-prefix`).
     #[arg(long, env = "MCPGW_REDIS_PREFIX", default_value = "mcpgw")]
     pub redis_prefix: String,
@@ -88,6 +96,8 @@ pub async fn run_with(args: Args, toolsets: Toolsets) -> anyhow::Result<()> {
     )?;
     let mut config = RedisBusConfig::new(&url);
     config.prefix = args.redis_prefix;
+    config.mode = args.redis_mode.parse().map_err(anyhow::Error::msg)?;
+    config.sentinel_master = args.redis_sentinel_master;
     config.job_claim_idle = Duration::from_millis(args.job_claim_idle_ms.max(100));
     config.heartbeat = Duration::from_millis(args.heartbeat_ms.max(50));
     let bus = RedisBus::connect(config)

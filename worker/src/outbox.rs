@@ -17,6 +17,33 @@ use tracing::Instrument;
 /// Messages a job may have queued before a sender waits for the flusher.
 const MAX_QUEUED: usize = 64;
 
+/// How long a publish or a job's acknowledgement is retried while the bus is unavailable.
+/// A Redis failover (Sentinel: ~2.5 s until a replica is promoted, then the bus follows it)
+/// would otherwise lose a finished call's response: its job stays pending until another
+/// worker reclaims it after `--job-claim-idle-ms` (15 s), and the client waits that long.
+pub(crate) const BUS_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs `attempt` until it succeeds, fails with anything but [`BusError::Unavailable`], or
+/// [`BUS_RETRY`] has passed (backing off from 100 ms to 1 s).
+pub(crate) async fn retry_unavailable<T, F, Fut>(mut attempt: F) -> Result<T, BusError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, BusError>>,
+{
+    let deadline = tokio::time::Instant::now() + BUS_RETRY;
+    let mut delay = std::time::Duration::from_millis(100);
+    loop {
+        match attempt().await {
+            Err(BusError::Unavailable(e)) if tokio::time::Instant::now() + delay < deadline => {
+                tracing::debug!(error = %e, "the bus is unavailable; retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
 pub(crate) struct Outbox {
     bus: Arc<dyn Bus>,
     session: SessionId,
@@ -122,10 +149,15 @@ impl Outbox {
             };
             // Room in the queue again.
             self.changed.notify_waiters();
-            if let Err(e) = self
-                .bus
-                .publish_batch(&self.session, self.stream, batch)
-                .await
+            // Retried while the bus is unavailable (a failover), so a finished call's
+            // response is not lost to a switch of Redis master. (A publish whose reply was
+            // lost after Redis ran it may then appear twice; gateways keep the first
+            // response of a request.)
+            if let Err(e) = retry_unavailable(|| {
+                self.bus
+                    .publish_batch(&self.session, self.stream, batch.clone())
+            })
+            .await
             {
                 lock(&self.state).failed = Some(e);
             }

@@ -578,7 +578,9 @@ async fn run_job(shared: &Arc<Shared>, tools: &ToolSet, metrics: Option<&Metrics
 
     if let Some(task) = task {
         finish_task(shared, &job, &task.id, outcome).await;
-        if let Err(e) = shared.bus.finish_job(&shared.id, &job).await {
+        if let Err(e) =
+            crate::outbox::retry_unavailable(|| shared.bus.finish_job(&shared.id, &job)).await
+        {
             tracing::warn!(error = %e, "could not mark a job finished");
         }
         return;
@@ -645,7 +647,9 @@ async fn run_job(shared: &Arc<Shared>, tools: &ToolSet, metrics: Option<&Metrics
     if let Err(e) = outbox.finish(body).await {
         tracing::debug!(error = %e, session = %job.session, "could not publish a job's outcome");
     }
-    if let Err(e) = shared.bus.finish_job(&shared.id, &job).await {
+    if let Err(e) =
+        crate::outbox::retry_unavailable(|| shared.bus.finish_job(&shared.id, &job)).await
+    {
         tracing::warn!(error = %e, "could not mark a job finished");
     }
 }

@@ -1,5 +1,6 @@
 //! How the Redis bus connects and what it keeps.
 
+use super::connection::RedisMode;
 use std::time::Duration;
 
 /// The session idle TTL a process follows before any process has set the cluster's.
@@ -8,8 +9,13 @@ pub const DEFAULT_SESSION_IDLE_TTL: Duration = Duration::from_secs(1800);
 /// How the Redis bus connects and what it keeps.
 #[derive(Debug, Clone)]
 pub struct RedisBusConfig {
-    /// `redis://host:port/db`.
+    /// `redis://host:port/db`; with [`RedisMode::Sentinel`], the sentinels' URLs, comma
+    /// separated.
     pub url: String,
+    /// How `url` is read: one Redis, or the sentinels of a master.
+    pub mode: RedisMode,
+    /// The master's name the sentinels monitor (for [`RedisMode::Sentinel`]).
+    pub sentinel_master: String,
     /// Prefix of every key and channel.
     pub prefix: String,
     /// Events kept per session log.
@@ -39,6 +45,8 @@ impl RedisBusConfig {
     pub fn new(url: &str) -> Self {
         Self {
             url: url.to_owned(),
+            mode: RedisMode::Single,
+            sentinel_master: "mymaster".into(),
             prefix: "mcpgw".into(),
             session_log_len: 1024,
             broadcast_log_len: 1024,

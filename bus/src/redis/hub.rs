@@ -7,16 +7,16 @@
 //! catch-up runs for every subscribed session after a disconnection and periodically, so
 //! a silently lost message is found within one check period.
 
+use super::connection::Conn;
 use super::keys::Keys;
 use super::{StoredEvent, redis_err};
 use crate::error::BusError;
 use crate::ids::SessionId;
 use crate::live::{self, LiveReceiver, LiveSender};
 use crate::message::{BroadcastEvent, Control, Live, SessionEvent, StreamTarget};
-use redis::aio::ConnectionManager;
 use redis::streams::StreamRangeReply;
 use redis::{AsyncCommands, PushInfo, PushKind};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{OnceCell, broadcast, mpsc, oneshot};
@@ -30,6 +30,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 pub(crate) struct PushQueue {
     tx: mpsc::Sender<PushInfo>,
     overflowed: Arc<AtomicBool>,
+}
+
+impl PushQueue {
+    /// Another handle on the queue, for notices of our own (a switch of master).
+    pub(crate) fn sender(&self) -> mpsc::Sender<PushInfo> {
+        self.tx.clone()
+    }
 }
 
 impl redis::aio::AsyncPushSender for PushQueue {
@@ -85,7 +92,15 @@ impl Hub {
     /// A hub over `pubsub`; spawns the subscription manager. SUBSCRIBE and UNSUBSCRIBE go
     /// through one task, in order, so an unsubscribe of a stale entry can never overtake
     /// the subscribe of a new one.
-    pub(crate) fn new(keys: Keys, live_queue_len: usize, pubsub: ConnectionManager) -> Arc<Self> {
+    /// After the connection moved to another master (Sentinel failover), every channel is
+    /// subscribed again there and a `Disconnection` notice is queued on `pushes`, so the
+    /// dispatcher catches every session up from the logs.
+    pub(crate) fn new(
+        keys: Keys,
+        live_queue_len: usize,
+        pubsub: Conn,
+        pushes: mpsc::Sender<PushInfo>,
+    ) -> Arc<Self> {
         let (commands, mut rx) = mpsc::unbounded_channel::<SubscriptionCommand>();
         let (broadcasts, _) = broadcast::channel(live_queue_len.max(1));
         let (control, _) = broadcast::channel(4096);
@@ -99,17 +114,39 @@ impl Hub {
             control,
         });
         tokio::spawn(async move {
-            let mut conn = pubsub;
-            while let Some(command) = rx.recv().await {
-                match command {
-                    SubscriptionCommand::Subscribe(channel, done) => {
-                        let result = conn.subscribe(&channel).await.map_err(redis_err);
-                        let _ = done.send(result);
-                    }
-                    SubscriptionCommand::Unsubscribe(channel) => {
-                        if let Err(e) = conn.unsubscribe(&channel).await {
-                            tracing::debug!(error = %e, channel, "unsubscribe failed");
+            let conn = pubsub;
+            let mut switches = conn.switches();
+            // What this process is subscribed to, for a new master's connection.
+            let mut channels: HashSet<String> = HashSet::new();
+            loop {
+                tokio::select! {
+                    command = rx.recv() => match command {
+                        None => return,
+                        Some(SubscriptionCommand::Subscribe(channel, done)) => {
+                            let result = conn.subscribe(&channel).await.map_err(redis_err);
+                            if result.is_ok() {
+                                channels.insert(channel);
+                            }
+                            let _ = done.send(result);
                         }
+                        Some(SubscriptionCommand::Unsubscribe(channel)) => {
+                            channels.remove(&channel);
+                            if let Err(e) = conn.unsubscribe(&channel).await {
+                                tracing::debug!(error = %e, channel, "unsubscribe failed");
+                            }
+                        }
+                    },
+                    changed = switches.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        for channel in &channels {
+                            if let Err(e) = conn.subscribe(channel).await {
+                                tracing::warn!(error = %e, channel, "subscribing on the new master failed");
+                            }
+                        }
+                        let notice = PushInfo { kind: PushKind::Disconnection, data: Vec::new() };
+                        let _ = pushes.send(notice).await;
                     }
                 }
             }
@@ -314,7 +351,7 @@ impl Hub {
 /// Reads a session's log after `after` and forwards it in order.
 pub(crate) async fn catch_up_session(
     hub: &Hub,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
     session: &SessionId,
     after: u64,
@@ -335,7 +372,7 @@ pub(crate) async fn catch_up_session(
 /// Reads the broadcast log after what was forwarded and forwards it in order.
 pub(crate) async fn catch_up_broadcasts(
     hub: &Hub,
-    conn: &mut ConnectionManager,
+    conn: &mut Conn,
     keys: &Keys,
 ) -> Result<(), BusError> {
     let after = hub.broadcast_last();
@@ -355,7 +392,8 @@ pub(crate) async fn catch_up_broadcasts(
 /// and gaps.
 pub(crate) async fn dispatch_pushes(
     hub: Arc<Hub>,
-    commands: ConnectionManager,
+    commands: Conn,
+    pubsub: Conn,
     keys: Keys,
     mut pushes: mpsc::Receiver<PushInfo>,
     overflowed: Arc<AtomicBool>,
@@ -384,6 +422,18 @@ pub(crate) async fn dispatch_pushes(
                 let conn = commands.clone();
                 let keys = keys.clone();
                 tokio::spawn(async move { catch_up_all_when_back(&hub, conn, &keys).await });
+                // A command on the pub/sub connection: if its master is gone, the failed
+                // command sets the connection after the new one (Sentinel).
+                let probe = pubsub.clone();
+                tokio::spawn(async move {
+                    // Until it answers (for at most 30 s; upkeep probes it every heartbeat).
+                    for _ in 0..30 {
+                        if probe.probe(std::time::Duration::from_secs(1)).await {
+                            return;
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    }
+                });
             }
             _ => {}
         }
@@ -421,7 +471,7 @@ pub(crate) async fn dispatch_pushes(
 
 /// Waits until Redis answers, then catches every subscribed session and the broadcast log
 /// up from the logs.
-pub(crate) async fn catch_up_all_when_back(hub: &Hub, mut conn: ConnectionManager, keys: &Keys) {
+pub(crate) async fn catch_up_all_when_back(hub: &Hub, mut conn: Conn, keys: &Keys) {
     let mut delay = std::time::Duration::from_millis(50);
     loop {
         if redis::cmd("PING")
@@ -440,11 +490,7 @@ pub(crate) async fn catch_up_all_when_back(hub: &Hub, mut conn: ConnectionManage
 }
 
 /// Catches every subscribed session and the broadcast log up from the logs.
-pub(crate) async fn catch_up_all(
-    hub: &Hub,
-    conn: &mut ConnectionManager,
-    keys: &Keys,
-) -> Result<(), BusError> {
+pub(crate) async fn catch_up_all(hub: &Hub, conn: &mut Conn, keys: &Keys) -> Result<(), BusError> {
     catch_up_broadcasts(hub, conn, keys).await?;
     for (session, after) in hub.positions() {
         catch_up_session(hub, conn, keys, &session, after).await?;

@@ -4,13 +4,13 @@
 //! another (`XAUTOCLAIM`) with `attempt` raised. `{<session>}:running` names the worker
 //! running each request, `{<session>}:cancelled` the requests cancelled while queued.
 
+use super::connection::{Conn, Source};
 use super::keys::Keys;
 use super::{RedisBus, corrupt, field_string, lock, metrics, redis_err, scripts};
 use crate::error::BusError;
 use crate::ids::WorkerId;
 use crate::message::{EventBody, Job, StreamTarget};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use redis::streams::{
     StreamAutoClaimOptions, StreamAutoClaimReply, StreamId as RedisStreamId, StreamReadOptions,
     StreamReadReply,
@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 impl RedisBus {
-    pub(super) async fn blocking_conn(&self) -> Result<ConnectionManager, BusError> {
+    pub(super) async fn blocking_conn(&self) -> Result<Conn, BusError> {
         self.blocking
             .get_or_try_init(|| async {
                 let config = redis::aio::ConnectionManagerConfig::new()
@@ -27,7 +27,13 @@ impl RedisBus {
                     .set_number_of_retries(usize::MAX)
                     .set_max_delay(Duration::from_secs(1))
                     .set_connection_timeout(Some(Duration::from_secs(2)));
-                ConnectionManager::new_with_config(self.client.clone(), config)
+                let source = Source::new(
+                    &self.config.mode,
+                    &self.config.url,
+                    &self.config.sentinel_master,
+                )
+                .map_err(redis_err)?;
+                Conn::connect("blocking", source, config)
                     .await
                     .map_err(redis_err)
             })
@@ -162,17 +168,24 @@ impl RedisBus {
             let mut conn = self.blocking_conn().await?;
             metrics::COMMANDS.inc();
             let block_ms = self.config.heartbeat.as_millis().min(2000) as usize;
-            let reply: Option<StreamReadReply> = conn
-                .xread_options(
-                    &[self.keys.jobs()],
-                    &[">"],
-                    &StreamReadOptions::default()
-                        .group(Keys::JOB_GROUP, worker.0.as_str())
-                        .count(1)
-                        .block(block_ms),
-                )
-                .await
-                .map_err(|e| self.job_read_error(e))?;
+            // This connection reconnects without limit and has no response timeout (the
+            // read blocks on purpose), so a read sent to a master that is gone would wait
+            // for it forever: bounded here, and a read that overruns its block counts as
+            // a lost connection (with Sentinel, the connection moves to the new master).
+            let stream = [self.keys.jobs()];
+            let options = StreamReadOptions::default()
+                .group(Keys::JOB_GROUP, worker.0.as_str())
+                .count(1)
+                .block(block_ms);
+            let read = conn.xread_options(&stream, &[">"], &options);
+            let bound = Duration::from_millis(block_ms as u64) + Duration::from_secs(2);
+            let Ok(reply) = tokio::time::timeout(bound, read).await else {
+                conn.timed_out();
+                return Err(BusError::Unavailable(
+                    "no answer from Redis to a blocking job read".into(),
+                ));
+            };
+            let reply: Option<StreamReadReply> = reply.map_err(|e| self.job_read_error(e))?;
             let Some(entry) = reply
                 .and_then(|r| r.keys.into_iter().next())
                 .and_then(|k| k.ids.into_iter().next())

@@ -41,6 +41,7 @@ mod audit;
 mod broadcasts;
 mod cluster;
 pub mod config;
+pub mod connection;
 mod control;
 mod events;
 mod hub;
@@ -56,6 +57,7 @@ mod upkeep;
 
 pub(crate) use broadcasts::parse_broadcast_entry;
 pub use config::RedisBusConfig;
+pub use connection::{Conn, RedisMode};
 pub(crate) use events::{StoredEvent, parse_log_entry};
 
 use crate::contract::{BroadcastSubscription, Bus, Replay, SessionSubscription};
@@ -67,11 +69,11 @@ use crate::message::{
 };
 use crate::quota::{AuditFields, RateVerdict};
 use async_trait::async_trait;
+use connection::Source;
 use hub::Hub;
 use keys::Keys;
 use mcp_protocol::{LogLevel, RequestId};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 use redis::streams::StreamId as RedisStreamId;
 use serde_json::Value;
 use std::collections::HashSet;
@@ -111,11 +113,10 @@ pub struct RedisBus {
     /// The one connection every ordinary command shares. It is multiplexed: concurrent
     /// commands are pipelined on it, so a command costs one round trip, not a pool
     /// checkout (deadpool-redis's recycle sent `UNWATCH` + `PING` first) plus the command.
-    commands: ConnectionManager,
-    client: redis::Client,
+    commands: Conn,
     hub: Arc<Hub>,
     /// A connection of its own for `XREADGROUP BLOCK` (no response timeout), made on first use.
-    blocking: OnceCell<ConnectionManager>,
+    blocking: OnceCell<Conn>,
     /// Delivery ids of jobs this process is running, kept fresh so no one claims them.
     running_jobs: Mutex<HashSet<String>>,
     broadcasts_ready: OnceCell<()>,
@@ -138,7 +139,7 @@ impl RedisBus {
     /// Connects (failing fast if Redis cannot be reached now) and starts the background
     /// tasks: push dispatch, heartbeats, subscription checks. Later outages are survived.
     pub async fn connect(config: RedisBusConfig) -> Result<Arc<Self>, BusError> {
-        let client = redis::Client::open(config.url.as_str()).map_err(redis_err)?;
+        let source = || Source::new(&config.mode, &config.url, &config.sentinel_master);
         // Few reconnect attempts, on purpose: commands issued while the manager reconnects
         // wait for the attempt, so an outage must fail them within a few seconds (the
         // request gets a 503, readiness reports Redis down). The next command after a
@@ -149,17 +150,14 @@ impl RedisBus {
             .set_max_delay(Duration::from_millis(500))
             .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(2)));
-        let commands = ConnectionManager::new_with_config(client.clone(), commands_config)
+        let commands = Conn::connect("commands", source().map_err(redis_err)?, commands_config)
             .await
             .map_err(redis_err)?;
 
         let (push_tx, push_rx, overflowed) = hub::push_queue(65_536);
-        let pubsub_url = if config.url.contains('?') {
-            format!("{}&protocol=resp3", config.url)
-        } else {
-            format!("{}?protocol=resp3", config.url)
-        };
-        let pubsub_client = redis::Client::open(pubsub_url.as_str()).map_err(redis_err)?;
+        let pushes = push_tx.sender();
+        let pubsub_source =
+            Source::resp3(&config.mode, &config.url, &config.sentinel_master).map_err(redis_err)?;
         // The defaults give up after ~6 s of outage and leave the connection silently
         // unsubscribed: retry forever, at most a second apart.
         let manager_config = redis::aio::ConnectionManagerConfig::new()
@@ -168,16 +166,15 @@ impl RedisBus {
             .set_number_of_retries(usize::MAX)
             .set_max_delay(Duration::from_secs(1))
             .set_connection_timeout(Some(Duration::from_secs(2)));
-        let pubsub = ConnectionManager::new_with_config(pubsub_client, manager_config)
+        let pubsub = Conn::connect("pub/sub", pubsub_source, manager_config)
             .await
             .map_err(redis_err)?;
 
         let keys = Keys::new(&config.prefix);
-        let hub = Hub::new(keys.clone(), config.live_queue_len, pubsub.clone());
+        let hub = Hub::new(keys.clone(), config.live_queue_len, pubsub.clone(), pushes);
         let bus = Arc::new(Self {
             keys: keys.clone(),
             commands: commands.clone(),
-            client,
             hub: hub.clone(),
             blocking: OnceCell::new(),
             running_jobs: Mutex::new(HashSet::new()),
@@ -191,7 +188,12 @@ impl RedisBus {
             config,
         });
         tokio::spawn(hub::dispatch_pushes(
-            hub, commands, keys, push_rx, overflowed,
+            hub,
+            commands,
+            pubsub.clone(),
+            keys,
+            push_rx,
+            overflowed,
         ));
         tokio::spawn(upkeep::maintain(Arc::downgrade(&bus), pubsub));
         // Fail fast on a wrong URL; everything later survives outages.
@@ -206,7 +208,7 @@ impl RedisBus {
 
     /// The shared connection, for one round trip (a command, a pipeline or a script).
     /// Cloning it is cheap; every clone sends on the same multiplexed connection.
-    fn conn(&self) -> ConnectionManager {
+    fn conn(&self) -> Conn {
         metrics::COMMANDS.inc();
         self.commands.clone()
     }

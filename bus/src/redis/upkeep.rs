@@ -3,6 +3,7 @@
 //! drops an idle session's hash by itself, and the sweep here tells the session's
 //! subscribers and every worker, and removes what the session left in shared sets.
 
+use super::connection::Conn;
 use super::keys::Keys;
 use super::{RedisBus, corrupt, hub, lock, redis_err};
 use crate::error::BusError;
@@ -10,11 +11,10 @@ use crate::ids::SessionId;
 use crate::message::Control;
 use crate::now_ms;
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
 
 /// Background upkeep: gateway heartbeat, subscription checks against the logs, local
 /// subscription collection, refreshing running jobs, keeping the pub/sub connection probed.
-pub(super) async fn maintain(bus: std::sync::Weak<RedisBus>, mut pubsub: ConnectionManager) {
+pub(super) async fn maintain(bus: std::sync::Weak<RedisBus>, pubsub: Conn) {
     let period = match bus.upgrade() {
         Some(bus) => bus.config.heartbeat,
         None => return,
@@ -23,12 +23,14 @@ pub(super) async fn maintain(bus: std::sync::Weak<RedisBus>, mut pubsub: Connect
     loop {
         tick.tick().await;
         let Some(bus) = bus.upgrade() else { return };
-        // An idle pub/sub connection is probed so a dead one is noticed and re-established.
-        if let Err(e) = redis::cmd("PING")
-            .query_async::<redis::Value>(&mut pubsub)
+        // An idle pub/sub connection is probed so a dead one is noticed and re-established
+        // (or, with Sentinel, moved to the new master). Bounded: upkeep must go on (its
+        // log checks deliver what pub/sub misses) while Redis is away.
+        if !pubsub
+            .probe(period.min(std::time::Duration::from_secs(1)))
             .await
         {
-            tracing::debug!(error = %e, "pub/sub probe failed");
+            tracing::debug!("pub/sub probe failed");
         }
         bus.hub.collect_idle();
         let mut conn = bus.conn();
