@@ -2,7 +2,7 @@
 //! redis-server started for this test; and Redis's own rules: one cluster-wide idle TTL,
 //! jobs of a dead worker redelivered, and no state left behind once sessions are gone.
 
-use e2e_tests::RedisServer;
+use e2e_tests::{RedisServer, SentinelSetup};
 use mcp_bus::conformance::{self, EXPIRY_GRACE, SHORT_IDLE_TTL, job, run_all};
 use mcp_bus::{Bus, Control, EventBody, RedisBus, RedisBusConfig, StreamTarget, WorkerId};
 use mcp_protocol::RequestId;
@@ -37,6 +37,25 @@ async fn the_redis_bus_keeps_the_bus_contract() {
     run_all(|limits| {
         let bus = tokio::task::block_in_place(|| {
             tokio::runtime::Handle::current().block_on(connect(&url, None, |config| {
+                config.session_log_len = limits.session_log_len;
+                config.live_queue_len = limits.live_queue_len;
+            }))
+        });
+        bus as Arc<dyn Bus>
+    })
+    .await;
+}
+
+/// The same suite through Sentinel: the bus resolves the master from three sentinels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_bus_keeps_the_bus_contract_through_sentinel() {
+    let setup = SentinelSetup::start().expect("sentinel set-up");
+    let urls = setup.urls();
+    run_all(|limits| {
+        let bus = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(connect(&urls, None, |config| {
+                config.mode = mcp_bus::RedisMode::Sentinel;
+                config.sentinel_master = e2e_tests::redis::SENTINEL_MASTER.into();
                 config.session_log_len = limits.session_log_len;
                 config.live_queue_len = limits.live_queue_len;
             }))

@@ -12,12 +12,19 @@ pub struct RedisServer {
     /// The port it listens on (kept across restarts).
     pub port: u16,
     dir: PathBuf,
+    /// Further `redis-server` arguments (e.g. `--replicaof`), kept across restarts.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts a redis-server with append-only persistence in a fresh directory, so a
     /// restart keeps what was written (as the compose stack's Redis does).
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(&[])
+    }
+
+    /// [`start`](Self::start) with further `redis-server` arguments.
+    pub fn start_with(extra: &[&str]) -> anyhow::Result<Self> {
         let port = redis_port()?;
         let dir = std::env::temp_dir().join(format!("mcpgw-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
@@ -25,6 +32,7 @@ impl RedisServer {
             child: None,
             port,
             dir,
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
         };
         server.spawn()?;
         Ok(server)
@@ -55,6 +63,7 @@ impl RedisServer {
             .args(["--appendonly", "yes", "--appendfsync", "always"])
             .arg("--dir")
             .arg(&self.dir)
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -258,4 +267,130 @@ pub fn redis_port() -> anyhow::Result<u16> {
 pub fn free_port() -> anyhow::Result<u16> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
     Ok(listener.local_addr()?.port())
+}
+
+/// A Sentinel set-up on loopback: one master, one replica, three sentinels (quorum 2,
+/// master down after 1 s), all started here (sentinels as `redis-server FILE --sentinel`:
+/// Debian has no `redis-sentinel` binary). Everything is killed when dropped.
+pub struct SentinelSetup {
+    /// The master at start.
+    pub master: RedisServer,
+    /// Its replica, promoted by a failover.
+    pub replica: RedisServer,
+    sentinels: Vec<(Child, u16, PathBuf)>,
+}
+
+/// The master's name the sentinels monitor.
+pub const SENTINEL_MASTER: &str = "mymaster";
+
+impl SentinelSetup {
+    /// Starts it and waits until the sentinels know the replica and each other (a
+    /// failover is possible from then on).
+    pub fn start() -> anyhow::Result<Self> {
+        let master = RedisServer::start()?;
+        let replica_of = master.port.to_string();
+        let replica = RedisServer::start_with(&["--replicaof", "127.0.0.1", &replica_of])?;
+        let mut setup = Self {
+            master,
+            replica,
+            sentinels: Vec::new(),
+        };
+        for _ in 0..3 {
+            let port = redis_port()?;
+            let dir =
+                std::env::temp_dir().join(format!("mcpgw-sentinel-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir)?;
+            let conf = dir.join("sentinel.conf");
+            std::fs::write(
+                &conf,
+                format!(
+                    "port {port}\nbind 127.0.0.1\ndir {}\n\
+                     sentinel monitor {SENTINEL_MASTER} 127.0.0.1 {} 2\n\
+                     sentinel down-after-milliseconds {SENTINEL_MASTER} 1000\n\
+                     sentinel failover-timeout {SENTINEL_MASTER} 10000\n",
+                    dir.display(),
+                    setup.master.port
+                ),
+            )?;
+            let child = Command::new("redis-server")
+                .arg(&conf)
+                .arg("--sentinel")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("cannot start a sentinel (redis-server --sentinel)")?;
+            setup.sentinels.push((child, port, dir));
+        }
+        let start = Instant::now();
+        while !setup.ready() {
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!("the sentinels did not see the replica and each other within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(setup)
+    }
+
+    /// Every sentinel knows the replica and the two other sentinels.
+    fn ready(&self) -> bool {
+        let synced = self
+            .replica
+            .command(&["INFO", "replication"])
+            .ok()
+            .and_then(|r| r.text())
+            .is_some_and(|t| t.contains("master_link_status:up"));
+        synced
+            && self.sentinels.iter().all(|(_, port, _)| {
+                let replicas = sentinel_command(*port, &["SENTINEL", "REPLICAS", SENTINEL_MASTER]);
+                let others = sentinel_command(*port, &["SENTINEL", "SENTINELS", SENTINEL_MASTER]);
+                matches!((replicas, others), (Ok(r), Ok(o)) if !r.items().is_empty() && o.items().len() == 2)
+            })
+    }
+
+    /// `redis://127.0.0.1:P1,redis://127.0.0.1:P2,redis://127.0.0.1:P3`: the bus's
+    /// `--redis-url` in `--redis-mode sentinel`.
+    pub fn urls(&self) -> String {
+        self.sentinels
+            .iter()
+            .map(|(_, port, _)| format!("redis://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The master's port as the first sentinel names it now.
+    pub fn master_port(&self) -> anyhow::Result<u16> {
+        let (_, port, _) = self.sentinels.first().context("no sentinel")?;
+        let reply = sentinel_command(
+            *port,
+            &["SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_MASTER],
+        )?;
+        let port = reply
+            .items()
+            .get(1)
+            .and_then(Reply::text)
+            .context("no master address")?;
+        Ok(port.parse()?)
+    }
+}
+
+fn sentinel_command(port: u16, args: &[&str]) -> anyhow::Result<Reply> {
+    let probe = RedisServer {
+        child: None,
+        port,
+        dir: PathBuf::new(),
+        extra: Vec::new(),
+    };
+    let reply = probe.command(args);
+    std::mem::forget(probe);
+    reply
+}
+
+impl Drop for SentinelSetup {
+    fn drop(&mut self) {
+        for (child, _, dir) in &mut self.sentinels {
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }
