@@ -581,6 +581,8 @@ def cmd_helm_refuses(chart: str) -> int:
     cases = {
         "external and bundled Redis at once": {"redis": {"url": "redis://r:6379"}},
         "no Redis at all": {"redis": {"bundled": {"enabled": False}}},
+        "Sentinel mode on the bundled single Redis": {"redis": {"mode": "sentinel"}},
+        "an unknown Redis mode (schema)": {"redis": {"mode": "clustered"}},
         "grace period shorter than the drain": {"gateway": {"terminationGracePeriodSeconds": 12}},
         "auth tokens and an existing Secret": {
             "auth": {"tokens": ["0123456789abcdef0"], "existingSecret": {"name": "x"}}},

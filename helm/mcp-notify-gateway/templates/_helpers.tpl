@@ -73,6 +73,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and $external .Values.redis.bundled.enabled -}}
 {{- fail "redis: set either redis.url / redis.existingSecret.name (external Redis) or redis.bundled.enabled, not both" -}}
 {{- end -}}
+{{- if and (eq .Values.redis.mode "sentinel") (not $external) -}}
+{{- fail "redis: mode sentinel needs redis.url (or redis.existingSecret.name) listing the sentinels; the bundled Redis is a single node" -}}
+{{- end -}}
 {{- if and (not $external) (not .Values.redis.bundled.enabled) -}}
 {{- fail "redis: no Redis configured: set redis.url (or redis.existingSecret.name), or enable redis.bundled" -}}
 {{- end -}}
