@@ -145,22 +145,6 @@ pub struct Conn {
 }
 
 impl Conn {
-    /// A connection to `urls` read as `mode` says (see [`RedisMode`]), for code outside
-    /// the bus that keeps data of its own in the same Redis (quotas, audit).
-    pub async fn open(
-        mode: &RedisMode,
-        urls: &str,
-        sentinel_master: &str,
-        config: ConnectionManagerConfig,
-    ) -> Result<Self, RedisError> {
-        Self::connect(
-            "external",
-            Source::new(mode, urls, sentinel_master)?,
-            config,
-        )
-        .await
-    }
-
     /// Connects to the current master (failing if it cannot be reached now).
     pub(crate) async fn connect(
         role: &'static str,
