@@ -6,12 +6,12 @@ use crate::http::auth::{self, Authenticator};
 use crate::http::cors::{self, Cors};
 use crate::http::guard::{OriginPolicy, check_origin};
 use crate::http::limits::{self, Limits};
+use crate::http::serve::{self, EdgeConfig, EdgeMetrics};
 use crate::ops;
 use crate::state::AppState;
 use crate::transport;
 use axum::Router;
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use mcp_bus::{Bus, MemoryBus, MemoryBusConfig, RedisBus, RedisBusConfig};
 use mcp_telemetry::{Metrics, Role};
 use std::future::Future;
@@ -235,21 +235,18 @@ pub async fn serve_with(
         "memory"
     };
     tracing::info!(listen = %listener.local_addr()?, bus = bus_kind, "gateway serving /mcp");
-    // Small SSE writes must not wait for delayed ACKs (Nagle): ~40 ms per event otherwise.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
+    let edge = EdgeConfig {
+        header_read_timeout: serve::secs(state.config.header_read_timeout_secs),
+        idle_timeout: serve::secs(state.config.idle_timeout_secs),
+        max_connections: state.config.max_connections,
+    };
+    let (edge_metrics, collectors) = EdgeMetrics::new();
+    state.metrics.register(collectors);
     let draining = state.draining.clone();
     let closing = state.closing.clone();
-    let server = axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(draining.cancelled_owned());
+    let server = serve::serve(listener, router(state), edge, edge_metrics, draining);
     tokio::select! {
-        result = server => result?,
+        () = server => {}
         // Connections that outlive the drain (a plain-JSON call still waiting for its
         // worker) do not hold the process past it.
         () = async { closing.cancelled().await; tokio::time::sleep(Duration::from_secs(1)).await } => {

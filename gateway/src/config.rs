@@ -223,6 +223,23 @@ pub struct Config {
     #[arg(long, env = "MCPGW_DRAIN_TIMEOUT_SECS", default_value_t = 10)]
     pub drain_timeout_secs: u64,
 
+    // The HTTP edge's connections (gateway/src/http/serve.rs; docs/security.md).
+    /// Seconds a client has to send a complete request head, from when the gateway starts
+    /// waiting for it (a new connection, or a keep-alive one after its last response);
+    /// 0: no bound. Closes slowloris connections.
+    #[arg(long, env = "MCPGW_HEADER_READ_TIMEOUT_SECS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+
+    /// Seconds a connection with no request in flight (an open SSE stream is one) and no
+    /// byte moving stays open; 0: no bound.
+    #[arg(long, env = "MCPGW_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+
+    /// Open connections at most; past it a new connection gets 503 with `Retry-After`
+    /// and is closed. 0: no cap (the descriptor limit is then the ceiling).
+    #[arg(long, env = "MCPGW_MAX_CONNECTIONS", default_value_t = 50_000)]
+    pub max_connections: usize,
+
     /// Log format: `text` or `json`.
     #[arg(long, env = "MCPGW_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -5,12 +5,16 @@
 //! - [`auth`]: bearer tokens (static or JWT), protected resource metadata, 401/403.
 //! - [`limits`]: rate, concurrency, stream and session limits (429).
 //! - [`negotiate`]: `Accept` and `Content-Type` checks.
+//! - [`serve`]: the accept loop: connection cap, header-read and idle timeouts, graceful
+//!   shutdown; [`conn`]: one connection's IO (activity, lingering close).
 //! - [`error`]: [`HttpError`](error::HttpError), the one mapping of errors to HTTP statuses
 //!   and JSON-RPC errors.
 
 pub mod auth;
+pub mod conn;
 pub mod cors;
 pub mod error;
 pub mod guard;
 pub mod limits;
 pub mod negotiate;
+pub mod serve;
