@@ -66,6 +66,7 @@ http {{
     scgi_temp_path {dir}/scgi;
     upstream mcp_gateways {{
 {servers}        keepalive 16;
+        keepalive_timeout 5s;
     }}
     server {{
         listen 127.0.0.1:{port};
