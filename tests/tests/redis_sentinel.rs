@@ -132,23 +132,25 @@ async fn calls_survive_a_sentinel_failover() {
     for caller in callers {
         caller.await.unwrap();
     }
-    let o = outcomes.lock().unwrap();
-    eprintln!(
-        "sentinel failover: promoted after {promoted:?}, calls succeed again {recovered:?} after the kill; \
+    {
+        let o = outcomes.lock().unwrap();
+        eprintln!(
+            "sentinel failover: promoted after {promoted:?}, calls succeed again {recovered:?} after the kill; \
          {} calls ok, {} errors, {} without an answer within {CALL_BOUND:?}, slowest {:?}; errors: {:?}",
-        o.ok,
-        o.errors.len(),
-        o.hung,
-        o.slowest,
-        o.errors.iter().fold(
-            std::collections::BTreeMap::<&str, u32>::new(),
-            |mut m, e| {
-                *m.entry(e.as_str()).or_default() += 1;
-                m
-            }
-        )
-    );
-    assert_eq!(o.hung, 0, "calls hung through the failover: {o:?}");
+            o.ok,
+            o.errors.len(),
+            o.hung,
+            o.slowest,
+            o.errors.iter().fold(
+                std::collections::BTreeMap::<&str, u32>::new(),
+                |mut m, e| {
+                    *m.entry(e.as_str()).or_default() += 1;
+                    m
+                }
+            )
+        );
+        assert_eq!(o.hung, 0, "calls hung through the failover: {o:?}");
+    }
     // A session created after the failover works end to end (the bus writes to the new
     // master, the pub/sub connection delivers from it).
     let mut fresh = RawClient::new(&gateway.url());
