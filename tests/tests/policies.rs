@@ -1001,3 +1001,118 @@ concurrent = 1
         assert_eq!(call(&client, id, "server_status", json!({})).await.0, 200);
     }
 }
+
+/// Completions and resource subscriptions follow the policy too: completing an argument of
+/// a prompt or template the caller may not use gets the unknown-prompt error (it would
+/// show what the policy hides), and a subscription to a resource it may not read is
+/// acknowledged but never made, like one to a URI that does not exist, until a policy
+/// lets it read the resource.
+#[tokio::test]
+async fn completions_and_subscriptions_follow_the_policy() {
+    let dir = std::env::temp_dir().join(format!(
+        "mcpgw-policy-refs-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let policy = dir.join("policy.toml");
+    let narrow = r#"
+[[rule]]
+anonymous = true
+tools = ["*"]
+prompts = ["test_simple_prompt"]
+resources = ["test://static-text"]
+"#;
+    std::fs::write(&policy, narrow).unwrap();
+    let gateway = Gateway::start(&[
+        "--policy",
+        &policy.display().to_string(),
+        "--policy-poll-ms",
+        "100",
+        "--toolset",
+        "conformance",
+    ])
+    .unwrap();
+    let mut client = RawClient::new(&gateway.url());
+    client.initialize("2025-11-25").await.unwrap();
+    let complete =
+        |reference: Value| json!({"ref": reference, "argument": {"name": "arg1", "value": "a"}});
+
+    // Forbidden prompt and template: the spec's error for an unknown prompt.
+    let (_, _, answer) = rpc(
+        &client,
+        1,
+        "completion/complete",
+        complete(json!({"type": "ref/prompt", "name": "test_prompt_with_arguments"})),
+    )
+    .await;
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    assert_eq!(
+        answer["error"]["message"], "Unknown prompt: test_prompt_with_arguments",
+        "{answer}"
+    );
+    let (_, _, answer) = rpc(
+        &client,
+        2,
+        "completion/complete",
+        complete(json!({"type": "ref/resource", "uri": "test://template/{id}/data"})),
+    )
+    .await;
+    assert_eq!(answer["error"]["code"], -32602, "{answer}");
+    // An allowed prompt is completed by the worker as without a policy.
+    let (_, _, answer) = rpc(
+        &client,
+        3,
+        "completion/complete",
+        complete(json!({"type": "ref/prompt", "name": "test_simple_prompt"})),
+    )
+    .await;
+    assert!(
+        answer["result"]["completion"]["values"].is_array(),
+        "{answer}"
+    );
+
+    // A forbidden resource: acknowledged, never subscribed.
+    let (_, _, answer) = rpc(
+        &client,
+        4,
+        "resources/subscribe",
+        json!({"uri": "test://watched-resource"}),
+    )
+    .await;
+    assert_eq!(answer["result"], json!({}), "{answer}");
+    let notified = |answer: &Value| answer["result"]["content"][0]["text"].clone();
+    let (_, _, answer) = call(&client, 5, "update_watched_resource", json!({})).await;
+    assert_eq!(
+        notified(&answer),
+        "test://watched-resource updated; 0 subscribed sessions notified"
+    );
+
+    // Once the policy lets the caller read it, the same subscription is made.
+    std::fs::write(&policy, narrow.replace("\"test://static-text\"", "\"*\"")).unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let list = client
+            .request(6, "resources/list", json!({}))
+            .await
+            .unwrap();
+        if names(&list["result"], "resources").len() > 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the new policy was not applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_, _, answer) = rpc(
+        &client,
+        7,
+        "resources/subscribe",
+        json!({"uri": "test://watched-resource"}),
+    )
+    .await;
+    assert_eq!(answer["result"], json!({}), "{answer}");
+    let (_, _, answer) = call(&client, 8, "update_watched_resource", json!({})).await;
+    assert_eq!(
+        notified(&answer),
+        "test://watched-resource updated; 1 subscribed sessions notified"
+    );
+}

@@ -81,7 +81,14 @@ pub async fn route(
             }
         }
         "resources/subscribe" | "resources/unsubscribe" => {
-            resource_subscription(app, session, method == "resources/subscribe", params).await
+            resource_subscription(
+                app,
+                session,
+                caller,
+                method == "resources/subscribe",
+                params,
+            )
+            .await
         }
         "initialize" => Err(ErrorObject::invalid_request(
             "initialize must be sent alone and without Mcp-Session-Id",
@@ -93,6 +100,7 @@ pub async fn route(
 async fn resource_subscription(
     app: &AppState,
     session: Option<&SessionId>,
+    caller: &Caller,
     subscribe: bool,
     params: Option<&Value>,
 ) -> Result<Value, ErrorObject> {
@@ -106,6 +114,9 @@ async fn resource_subscription(
         ));
     };
     let done = if subscribe {
+        if !app.policies.may_read(caller, uri) {
+            return Ok(jsonrpc::empty_result());
+        }
         app.bus.subscribe_resource(session, uri).await
     } else {
         app.bus.unsubscribe_resource(session, uri).await

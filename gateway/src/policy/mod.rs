@@ -368,6 +368,66 @@ impl Policies {
         }
     }
 
+    /// Whether `caller` may read the resource `uri` (true without a policy). A resource
+    /// subscription outside the policy is acknowledged but never made, so it delivers
+    /// nothing, as a subscription to a URI that does not exist: the policy does not reveal
+    /// what exists.
+    pub fn may_read(&self, caller: &Caller, uri: &str) -> bool {
+        self.current()
+            .is_none_or(|policy| policy.allows(caller, Kind::Resource, uri))
+    }
+
+    /// Checks a `completion/complete` against the policy: completing the arguments of a
+    /// prompt or resource template the caller may not use would show what it hides. Refused
+    /// with the error the spec names for an unknown prompt (`-32602`); not audited and not
+    /// counted against quotas (it is neither a call, a get nor a read).
+    fn admit_completion(
+        &self,
+        caller: &Caller,
+        params: Option<&Value>,
+        stateless: bool,
+    ) -> Result<(), Refused> {
+        let Some(policy) = self.current() else {
+            return Ok(());
+        };
+        let reference = params.and_then(|p| p.get("ref"));
+        let field = |name| {
+            reference
+                .and_then(|r| r.get(name))
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        };
+        // A malformed reference is the worker's to refuse (-32602), as without a policy.
+        let (allowed, kind, name) = match reference
+            .and_then(|r| r.get("type"))
+            .and_then(Value::as_str)
+        {
+            Some("ref/prompt") if !field("name").is_empty() => {
+                let name = field("name");
+                (
+                    policy.allows(caller, Kind::Prompt, name),
+                    Kind::Prompt,
+                    name,
+                )
+            }
+            // The spec's `ref/resource` names a URI or a URI template.
+            Some("ref/resource") if !field("uri").is_empty() => {
+                let uri = field("uri");
+                let allowed = policy.allows(caller, Kind::ResourceTemplate, uri)
+                    || policy.allows(caller, Kind::Resource, uri);
+                (allowed, Kind::ResourceTemplate, uri)
+            }
+            _ => return Ok(()),
+        };
+        if allowed {
+            return Ok(());
+        }
+        metrics::DENIALS
+            .with_label_values(&["completion/complete"])
+            .inc();
+        Err(Refused::Denied(unknown(kind, name, stateless)))
+    }
+
     /// Admits one call (`tools/call`, `prompts/get`, `resources/read`) or refuses it.
     /// Admitted, it gets a ticket that writes its audit record and holds its quota slots
     /// until it ends (`None` when there is nothing to record or hold). Refused, its audit
@@ -384,6 +444,11 @@ impl Policies {
         stateless: bool,
     ) -> Result<Option<Arc<CallTicket>>, Refused> {
         let (kind, field) = match method {
+            "completion/complete" => {
+                return self
+                    .admit_completion(caller, params, stateless)
+                    .map(|()| None);
+            }
             "tools/call" => (Kind::Tool, "name"),
             "prompts/get" => (Kind::Prompt, "name"),
             "resources/read" => (Kind::Resource, "uri"),
@@ -488,8 +553,9 @@ impl Policies {
 fn unknown(kind: Kind, name: &str, stateless: bool) -> ErrorObject {
     match kind {
         Kind::Tool => ErrorObject::invalid_params(format!("Unknown tool: {name}")),
-        Kind::Prompt | Kind::ResourceTemplate => {
-            ErrorObject::invalid_params(format!("Unknown prompt: {name}"))
+        Kind::Prompt => ErrorObject::invalid_params(format!("Unknown prompt: {name}")),
+        Kind::ResourceTemplate => {
+            ErrorObject::invalid_params(format!("Unknown resource template: {name}"))
         }
         Kind::Resource => ErrorObject {
             // 2026-07-28 moved "resource not found" to invalid params.

@@ -196,7 +196,12 @@ pub async fn open(
         // acknowledgement must reach it.
         let subscription = app.bus.subscribe(&session).await?;
         let broadcasts = app.bus.subscribe_broadcasts().await?;
+        // A URI the caller may not read is acknowledged like any other but never
+        // subscribed (see `Policies::may_read`).
         for uri in &filter.resource_subscriptions {
+            if !app.policies.may_read(&caller, uri) {
+                continue;
+            }
             app.bus.subscribe_resource(&session, uri).await?;
         }
         Ok::<_, mcp_bus::BusError>((subscription, broadcasts))
