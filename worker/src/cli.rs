@@ -37,7 +37,8 @@ pub struct Args {
     #[arg(long, env = "MCPGW_REDIS_PREFIX", default_value = "mcpgw")]
     pub redis_prefix: String,
     /// Tool sets to serve (repeatable or comma-separated). Default: `demo` in
-    /// `mcp-worker`; a custom binary chooses its own default.
+    /// `mcp-worker`; `none` serves only the worker's upstreams; a custom binary chooses its
+    /// own default.
     #[arg(long = "toolset", env = "MCPGW_TOOLSET", value_delimiter = ',')]
     pub toolsets: Vec<String>,
     /// Jobs run at once.

@@ -11,7 +11,7 @@ use crate::tool::ToolSet;
 use std::sync::Arc;
 
 /// The names of the built-in tool sets.
-pub const NAMES: &[&str] = &["demo", "conformance"];
+pub const NAMES: &[&str] = &["demo", "conformance", "none"];
 
 /// Builds a tool set; called once per process, when the names on the command line are
 /// resolved.
@@ -49,10 +49,12 @@ impl Toolsets {
         }
     }
 
-    /// The built-in sets (`demo`, `conformance`); `demo` by default.
+    /// The built-in sets (`demo`, `conformance`, and `none`, for a worker that serves only
+    /// its upstreams); `demo` by default.
     pub fn builtin() -> Self {
         Self::empty()
             .with("demo", demo::tools)
+            .with("none", ToolSet::new)
             .with("conformance", || {
                 conformance::tools()
                     .merge(round_trips::tools())
