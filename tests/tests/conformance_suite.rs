@@ -212,6 +212,44 @@ fn wait_with_timeout(
     }
 }
 
+/// Three gateways and two workers on one Redis, behind the deployment's round-robin
+/// nginx config; stopped when dropped.
+struct Cluster {
+    gateways: Vec<Gateway>,
+    _workers: Vec<WorkerProcess>,
+    nginx: Nginx,
+    _redis: RedisServer,
+}
+
+impl Cluster {
+    fn start(gateway_args: &[&str], worker_args: &[&str]) -> Self {
+        let redis = RedisServer::start().unwrap();
+        let url = redis.url();
+        let gateways: Vec<Gateway> = (0..3)
+            .map(|_| {
+                let mut args = vec!["--redis-url", url.as_str()];
+                args.extend_from_slice(gateway_args);
+                Gateway::start(&args).unwrap()
+            })
+            .collect();
+        let workers = (0..2)
+            .map(|_| WorkerProcess::start(&url, worker_args).unwrap())
+            .collect();
+        let addresses: Vec<String> = gateways
+            .iter()
+            .map(|g| g.base.trim_start_matches("http://").to_owned())
+            .collect();
+        let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
+        let nginx = Nginx::start(&addresses).unwrap();
+        Self {
+            gateways,
+            _workers: workers,
+            nginx,
+            _redis: redis,
+        }
+    }
+}
+
 #[test]
 fn both_suites_pass_against_a_standalone_gateway() {
     let gw = Gateway::start(&["--toolset", TOOLSETS]).unwrap();
@@ -223,24 +261,11 @@ fn both_suites_pass_against_a_standalone_gateway() {
 
 #[test]
 fn both_suites_pass_through_three_gateways_behind_round_robin_nginx() {
-    let redis = RedisServer::start().unwrap();
-    let url = redis.url();
-    let gateways: Vec<Gateway> = (0..3)
-        .map(|_| Gateway::start(&["--redis-url", &url, "--toolset", TOOLSETS]).unwrap())
-        .collect();
-    let _workers: Vec<WorkerProcess> = (0..2)
-        .map(|_| WorkerProcess::start(&url, &["--toolset", TOOLSETS]).unwrap())
-        .collect();
-    let upstreams: Vec<String> = gateways
-        .iter()
-        .map(|g| g.base.trim_start_matches("http://").to_owned())
-        .collect();
-    let upstreams: Vec<&str> = upstreams.iter().map(String::as_str).collect();
-    let nginx = Nginx::start(&upstreams).unwrap();
+    let cluster = Cluster::start(&["--toolset", TOOLSETS], &["--toolset", TOOLSETS]);
     // The workers register within a heartbeat; the suite's first scenario lists tools.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let mut probe = e2e_tests::RawClient::new(&gateways[0].url());
+        let mut probe = e2e_tests::RawClient::new(&cluster.gateways[0].url());
         probe.initialize("2025-11-25").await.unwrap();
         let start = std::time::Instant::now();
         loop {
@@ -262,9 +287,10 @@ fn both_suites_pass_through_three_gateways_behind_round_robin_nginx() {
         }
     });
     for suite in [SESSION_SUITE, STATELESS_SUITE] {
-        let summary = run_suite(suite, &nginx.url()).unwrap();
+        let summary = run_suite(suite, &cluster.nginx.url()).unwrap();
         println!("{}:{summary}", suite.dir);
-        let served: std::collections::BTreeSet<String> = nginx
+        let served: BTreeSet<String> = cluster
+            .nginx
             .access_log()
             .into_iter()
             .map(|(_, _, upstream, _)| upstream)
@@ -300,20 +326,7 @@ fn an_upstream_passes_the_same_scenarios_through_the_cluster_as_directly() {
     )
     .unwrap();
     let file = file.display().to_string();
-    let redis = RedisServer::start().unwrap();
-    let url = redis.url();
-    let gateways: Vec<Gateway> = (0..3)
-        .map(|_| Gateway::start(&["--redis-url", &url]).unwrap())
-        .collect();
-    let _workers: Vec<WorkerProcess> = (0..2)
-        .map(|_| WorkerProcess::start(&url, &["--toolset", "none", "--upstreams", &file]).unwrap())
-        .collect();
-    let addresses: Vec<String> = gateways
-        .iter()
-        .map(|g| g.base.trim_start_matches("http://").to_owned())
-        .collect();
-    let addresses: Vec<&str> = addresses.iter().map(String::as_str).collect();
-    let nginx = Nginx::start(&addresses).unwrap();
+    let cluster = Cluster::start(&[], &["--toolset", "none", "--upstreams", &file]);
     // Every one of the server's tools is listed through the cluster before the suite runs.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -326,7 +339,7 @@ fn an_upstream_passes_the_same_scenarios_through_the_cluster_as_directly() {
                 .await
                 .unwrap(),
         );
-        let mut probe = e2e_tests::RawClient::new(&gateways[0].url());
+        let mut probe = e2e_tests::RawClient::new(&cluster.gateways[0].url());
         probe.initialize("2025-11-25").await.unwrap();
         let start = std::time::Instant::now();
         while count(
@@ -344,7 +357,7 @@ fn an_upstream_passes_the_same_scenarios_through_the_cluster_as_directly() {
         }
     });
     let direct = run_scenarios(SESSION_SUITE, &server.url()).unwrap();
-    let through = run_scenarios(SESSION_SUITE, &nginx.url()).unwrap();
+    let through = run_scenarios(SESSION_SUITE, &cluster.nginx.url()).unwrap();
     println!(
         "direct:{}\nthrough the cluster:{}",
         direct.summary, through.summary

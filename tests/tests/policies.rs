@@ -80,12 +80,7 @@ struct Cluster {
 impl Cluster {
     fn start(policy_text: &str) -> Self {
         let redis = RedisServer::start().expect("redis-server (Debian package redis-server)");
-        let dir = std::env::temp_dir().join(format!(
-            "mcpgw-policy-{}-{}",
-            std::process::id(),
-            rand_suffix()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = scratch_dir("run");
         let policy = dir.join("policy.toml");
         std::fs::write(&policy, policy_text).unwrap();
         let url = redis.url();
@@ -173,6 +168,17 @@ impl Cluster {
             .map(|(_, fields)| fields.into_iter().collect())
             .collect()
     }
+}
+
+/// A new folder under the system's temp dir for one test's policy file.
+fn scratch_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "mcpgw-policy-{tag}-{}-{}",
+        std::process::id(),
+        rand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 fn rand_suffix() -> u64 {
@@ -841,12 +847,7 @@ async fn the_python_sdk_client_sees_only_what_the_policy_allows() -> anyhow::Res
 /// policy in force stays.
 #[tokio::test]
 async fn sighup_reloads_the_policy_and_a_malformed_file_keeps_the_old_one() {
-    let dir = std::env::temp_dir().join(format!(
-        "mcpgw-policy-hup-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("hup");
     let policy = dir.join("policy.toml");
     let narrow = "[[rule]]\nanonymous = true\ntools = [\"server_status\"]\n";
     std::fs::write(&policy, narrow).unwrap();
@@ -932,12 +933,7 @@ async fn sighup_reloads_the_policy_and_a_malformed_file_keeps_the_old_one() {
 /// slot each answer gives back, and tool calls left alone by quotas that name no tools.
 #[tokio::test]
 async fn quotas_count_prompt_gets_and_resource_reads_that_they_name() {
-    let dir = std::env::temp_dir().join(format!(
-        "mcpgw-policy-reads-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("reads");
     let policy = dir.join("policy.toml");
     std::fs::write(
         &policy,
@@ -1009,12 +1005,7 @@ concurrent = 1
 /// lets it read the resource.
 #[tokio::test]
 async fn completions_and_subscriptions_follow_the_policy() {
-    let dir = std::env::temp_dir().join(format!(
-        "mcpgw-policy-refs-{}-{}",
-        std::process::id(),
-        rand_suffix()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = scratch_dir("refs");
     let policy = dir.join("policy.toml");
     let narrow = r#"
 [[rule]]
