@@ -61,8 +61,23 @@ impl Gateway {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> anyhow::Result<Self> {
+        Self::start_listening(program, "127.0.0.1:0", extra, env)
+    }
+
+    /// Like [`Gateway::start`], on a given address (a server that comes up where a
+    /// client already looks for it).
+    pub fn start_at(listen: &str, extra: &[&str]) -> anyhow::Result<Self> {
+        Self::start_listening(&binary("mcp-gateway"), listen, extra, &[])
+    }
+
+    fn start_listening(
+        program: &std::path::Path,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let mut child = Command::new(program)
-            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--listen", listen, "--log-format", "json"])
             .args(extra)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())

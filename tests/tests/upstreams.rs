@@ -725,3 +725,361 @@ fn rand_suffix() -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0)
 }
+
+/// The names (or URIs) in a list result's `field`, each item's `key`.
+async fn listed(client: &RawClient, method: &str, field: &str, key: &str) -> Vec<String> {
+    let list = client.request(900, method, json!({})).await.unwrap();
+    list["result"][field]
+        .as_array()
+        .unwrap_or_else(|| panic!("{method}: {list}"))
+        .iter()
+        .filter_map(|item| item[key].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Reads `stream` until a message with `method` arrives; returns the messages before it.
+async fn until_method(stream: &mut e2e_tests::client::SseReader, method: &str) -> Vec<Value> {
+    let mut before = Vec::new();
+    loop {
+        let (_, message) = stream
+            .next_message(WAIT)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("the stream ended before {method}: {before:?}"));
+        if message["method"] == method {
+            return before;
+        }
+        before.push(message);
+    }
+}
+
+/// Reads `stream` until a `changed` notification after which `list` (`method`'s items'
+/// `key`) satisfies `wanted`; returns the other messages seen on the way. The list is
+/// read only after each notification: a change that came without one is not seen.
+async fn listed_after(
+    stream: &mut e2e_tests::client::SseReader,
+    client: &RawClient,
+    changed: &str,
+    (method, field, key): (&str, &str, &str),
+    wanted: impl Fn(&[String]) -> bool,
+) -> Vec<Value> {
+    let mut seen = Vec::new();
+    loop {
+        seen.extend(until_method(stream, changed).await);
+        let items = listed(client, method, field, key).await;
+        if wanted(&items) {
+            return seen;
+        }
+    }
+}
+
+const PROMPTS: (&str, &str, &str) = ("prompts/list", "prompts", "name");
+const RESOURCES: (&str, &str, &str) = ("resources/list", "resources", "uri");
+
+/// An upstream's resources, templates, prompts and completions join the catalog: the
+/// standalone gateway with the conformance tool set (resources, a template, prompts,
+/// completions, subscriptions) is the upstream of another standalone gateway, beside an
+/// upstream that is down and a second name for the same server (whose URIs are taken).
+/// Lists under the prefix, reads, gets and completions reach the upstream under its own
+/// names; a resource update reaches the subscribed client once; a change of what the
+/// upstream lists (its policy, reloaded) is re-announced to the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstreams_resources_prompts_and_completions_join_the_catalog() {
+    let dir = tempdir();
+    let policy = dir.join("policy.toml");
+    let everything = "[[rule]]\nanonymous = true\ntools = [\"*\"]\nprompts = [\"*\"]\nresources = [\"*\"]\nresource_templates = [\"*\"]\n";
+    std::fs::write(&policy, everything).unwrap();
+    let upstream = Gateway::start(&[
+        "--toolset",
+        "conformance",
+        "--policy",
+        policy.to_str().unwrap(),
+        "--policy-poll-ms",
+        "100",
+    ])
+    .expect("upstream gateway");
+    let down_port = free_port().unwrap();
+    let file = dir.join("upstreams.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[[upstream]]
+name = "conf"
+url = "{url}"
+health_interval_ms = 200
+
+[[upstream]]
+name = "down"
+url = "http://127.0.0.1:{down_port}/mcp"
+health_interval_ms = 200
+
+[[upstream]]
+name = "again"
+url = "{url}"
+include = ["test_simple_prompt", "static-text"]
+health_interval_ms = 200
+"#,
+            url = upstream.url()
+        ),
+    )
+    .unwrap();
+    let gateway = Gateway::start(&["--upstreams", file.to_str().unwrap()]).expect("gateway");
+    let mut client = RawClient::new(&gateway.url());
+    client.initialize("2025-11-25").await.unwrap();
+    let mut stream = client.open_stream(None).await.unwrap();
+
+    let start = Instant::now();
+    let prompts = loop {
+        let prompts = listed(&client, "prompts/list", "prompts", "name").await;
+        if prompts
+            .iter()
+            .any(|p| p == "conf_test_prompt_with_arguments")
+            && prompts.iter().any(|p| p == "again_test_simple_prompt")
+        {
+            break prompts;
+        }
+        assert!(start.elapsed() < WAIT, "prompts/list: {prompts:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for name in [
+        "conf_test_simple_prompt",
+        "conf_test_prompt_with_embedded_resource",
+        "conf_test_prompt_with_image",
+    ] {
+        assert!(prompts.iter().any(|p| p == name), "{name}: {prompts:?}");
+    }
+    assert!(
+        !prompts
+            .iter()
+            .any(|p| p.starts_with("again_test_prompt_with")),
+        "include applies to prompts: {prompts:?}"
+    );
+    assert!(
+        !prompts.iter().any(|p| p.starts_with("down_")),
+        "{prompts:?}"
+    );
+    // The gateway's own tool set is still there.
+    let resources = listed(&client, "resources/list", "resources", "uri").await;
+    assert!(
+        resources.iter().any(|u| u == "notify://broadcast"),
+        "{resources:?}"
+    );
+    for uri in [
+        "test://static-text",
+        "test://static-binary",
+        "test://watched-resource",
+    ] {
+        assert_eq!(
+            resources.iter().filter(|u| *u == uri).count(),
+            1,
+            "{uri} once, the first upstream's: {resources:?}"
+        );
+    }
+    let names = listed(&client, "resources/list", "resources", "name").await;
+    assert!(names.iter().any(|n| n == "conf_static-text"), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("again_")), "{names:?}");
+    let templates = listed(
+        &client,
+        "resources/templates/list",
+        "resourceTemplates",
+        "uriTemplate",
+    )
+    .await;
+    assert!(
+        templates.iter().any(|t| t == "test://template/{id}/data"),
+        "{templates:?}"
+    );
+    let log = gateway.log().join("\n");
+    assert!(
+        log.contains("resource test://static-text is served by an earlier source"),
+        "the duplicate URI is warned about"
+    );
+
+    // Reads, gets and completions reach the upstream under its own names.
+    let r = client
+        .request(1, "resources/read", json!({"uri": "test://static-text"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        r["result"]["contents"][0]["text"], "This is the content of the static text resource.",
+        "{r}"
+    );
+    let r = client
+        .request(
+            2,
+            "resources/read",
+            json!({"uri": "test://template/42/data"}),
+        )
+        .await
+        .unwrap();
+    let text = r["result"]["contents"][0]["text"]
+        .as_str()
+        .unwrap_or_default();
+    let data: Value = serde_json::from_str(text).unwrap_or_else(|_| panic!("{r}"));
+    assert_eq!(data["id"], "42", "{r}");
+    assert_eq!(r["result"]["contents"][0]["uri"], "test://template/42/data");
+    let r = client
+        .request(
+            3,
+            "prompts/get",
+            json!({"name": "conf_test_prompt_with_arguments", "arguments": {"arg1": "a", "arg2": "b"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r["result"]["messages"][0]["content"]["text"], "Prompt with arguments: arg1='a', arg2='b'",
+        "{r}"
+    );
+    let r = client
+        .request(
+            4,
+            "completion/complete",
+            json!({"ref": {"type": "ref/prompt", "name": "conf_test_prompt_with_arguments"},
+                   "argument": {"name": "arg1", "value": "par"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r["result"]["completion"]["values"],
+        json!(["paris", "park", "party"]),
+        "{r}"
+    );
+    let r = client
+        .request(
+            5,
+            "completion/complete",
+            json!({"ref": {"type": "ref/resource", "uri": "test://template/{id}/data"},
+                   "argument": {"name": "id", "value": "4"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(r["result"]["completion"]["values"], json!(["42"]), "{r}");
+    // The upstream's errors come back as they are.
+    let r = client
+        .request(6, "resources/read", json!({"uri": "test://nothing-here"}))
+        .await
+        .unwrap();
+    assert_eq!(r["error"]["code"], -32002, "{r}");
+    let r = client
+        .request(7, "prompts/get", json!({"name": "conf_no_such_prompt"}))
+        .await
+        .unwrap();
+    assert_eq!(r["error"]["code"], -32602, "{r}");
+
+    // A subscription: the upstream's update reaches the subscribed client once.
+    let r = client
+        .request(
+            8,
+            "resources/subscribe",
+            json!({"uri": "test://watched-resource"}),
+        )
+        .await
+        .unwrap();
+    assert!(r.get("result").is_some(), "{r}");
+    let r = client
+        .request(
+            9,
+            "tools/call",
+            json!({"name": "conf_update_watched_resource", "arguments": {}}),
+        )
+        .await
+        .unwrap();
+    assert!(r.get("result").is_some(), "{r}");
+    let (_, update) = loop {
+        let (event, message) = stream.next_message(WAIT).await.unwrap().expect("stream");
+        if message["method"] == "notifications/resources/updated" {
+            break (event, message);
+        }
+    };
+    assert_eq!(update["params"]["uri"], "test://watched-resource");
+
+    // The upstream lists less (its policy changes): the client hears list_changed for
+    // prompts and resources, and the lists follow.
+    let narrower = "[[rule]]\nanonymous = true\ntools = [\"*\"]\nprompts = [\"test_prompt_*\"]\nresources = [\"test://static-*\"]\nresource_templates = [\"*\"]\n";
+    std::fs::write(&policy, narrower).unwrap();
+    let mut seen = listed_after(
+        &mut stream,
+        &client,
+        "notifications/prompts/list_changed",
+        PROMPTS,
+        |p| {
+            !p.iter().any(|p| p.ends_with("_test_simple_prompt"))
+                && p.iter().any(|p| p == "conf_test_prompt_with_arguments")
+        },
+    )
+    .await;
+    let resources_changed = |m: &Value| m["method"] == "notifications/resources/list_changed";
+    if !seen.iter().any(resources_changed) {
+        seen.extend(until_method(&mut stream, "notifications/resources/list_changed").await);
+    }
+    let resources = listed(&client, "resources/list", "resources", "uri").await;
+    if resources.iter().any(|u| u == "test://watched-resource") {
+        seen.extend(
+            listed_after(
+                &mut stream,
+                &client,
+                "notifications/resources/list_changed",
+                RESOURCES,
+                |r| !r.iter().any(|u| u == "test://watched-resource"),
+            )
+            .await,
+        );
+    }
+    assert!(
+        !seen
+            .iter()
+            .any(|m| m["method"] == "notifications/resources/updated"),
+        "one update, not one per upstream session: {seen:?}"
+    );
+    let resources = listed(&client, "resources/list", "resources", "uri").await;
+    assert!(
+        resources.iter().any(|u| u == "test://static-text"),
+        "{resources:?}"
+    );
+
+    // The upstream that was down comes up: its prompts join, with list_changed; it goes
+    // down again: they leave, with list_changed, and the rest keeps serving.
+    let mut late = Gateway::start_at(
+        &format!("127.0.0.1:{down_port}"),
+        &["--toolset", "conformance"],
+    )
+    .expect("the late upstream");
+    listed_after(
+        &mut stream,
+        &client,
+        "notifications/prompts/list_changed",
+        PROMPTS,
+        |p| p.iter().any(|p| p == "down_test_simple_prompt"),
+    )
+    .await;
+    let r = client
+        .request(
+            10,
+            "prompts/get",
+            json!({"name": "down_test_simple_prompt"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r["result"]["messages"][0]["content"]["text"], "This is a simple prompt for testing.",
+        "{r}"
+    );
+    late.kill();
+    listed_after(
+        &mut stream,
+        &client,
+        "notifications/prompts/list_changed",
+        PROMPTS,
+        |p| {
+            !p.iter().any(|p| p.starts_with("down_"))
+                && p.iter().any(|p| p == "conf_test_prompt_with_arguments")
+        },
+    )
+    .await;
+    let r = client
+        .request(11, "resources/read", json!({"uri": "test://static-binary"}))
+        .await
+        .unwrap();
+    assert_eq!(r["result"]["contents"][0]["mimeType"], "image/png", "{r}");
+}

@@ -431,6 +431,17 @@ impl Worker {
     }
 
     async fn announce(&self) -> Result<(), BusError> {
+        let mut resources = self.tools.resource_descriptors();
+        let mut resource_templates = self.tools.template_descriptors();
+        let mut prompts: Vec<_> = self
+            .tools
+            .prompt_descriptors()
+            .into_iter()
+            .filter(|p| self.shared.is_listed("prompt", &p.name))
+            .collect();
+        if let Some(upstreams) = self.shared.upstreams.get() {
+            upstreams.extend_catalog(&mut resources, &mut resource_templates, &mut prompts);
+        }
         self.shared
             .bus
             .register_worker(WorkerInfo {
@@ -448,14 +459,9 @@ impl Worker {
                     }
                     tools
                 },
-                resources: self.tools.resource_descriptors(),
-                resource_templates: self.tools.template_descriptors(),
-                prompts: self
-                    .tools
-                    .prompt_descriptors()
-                    .into_iter()
-                    .filter(|p| self.shared.is_listed("prompt", &p.name))
-                    .collect(),
+                resources,
+                resource_templates,
+                prompts,
                 jobs_running: self.shared.jobs_running.load(Ordering::Relaxed),
             })
             .await
@@ -779,6 +785,11 @@ async fn execute(
                         "resources/read needs params.uri, a string",
                     ))
                 })?;
+            if !tools.serves_resource(uri)
+                && let Some(upstream) = upstreams.and_then(|u| u.find_resource(uri))
+            {
+                return upstream.read_resource(&ctx, uri).await;
+            }
             match tools.read_resource(ctx, uri).await {
                 Some(contents) => Ok(json!({
                     "contents": contents?.iter().map(ResourceContents::to_value).collect::<Vec<_>>()
@@ -792,6 +803,11 @@ async fn execute(
         }
         "prompts/get" => {
             let (name, arguments) = name_and_arguments(job)?;
+            if !tools.has_prompt(name)
+                && let Some((upstream, original)) = upstreams.and_then(|u| u.find_prompt(name))
+            {
+                return upstream.get_prompt(&ctx, &original, arguments).await;
+            }
             match tools.get_prompt(ctx, name, arguments).await {
                 Some(Ok(result)) => Ok(result),
                 // A prompt's arguments are a protocol matter in every revision.
@@ -818,6 +834,13 @@ async fn execute(
                     "completion/complete needs params.ref and params.argument {name, value}",
                 )));
             };
+            if !tools.knows_reference(&reference)
+                && let Some((upstream, renamed)) =
+                    upstreams.and_then(|u| u.find_reference(&reference))
+                && let Value::Object(params) = &job.params
+            {
+                return upstream.complete(&ctx, renamed, params).await;
+            }
             let context = job.params["context"]["arguments"]
                 .as_object()
                 .into_iter()

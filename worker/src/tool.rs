@@ -512,6 +512,35 @@ impl ToolSet {
         }
     }
 
+    /// Whether it has a prompt of this name.
+    pub(crate) fn has_prompt(&self, name: &str) -> bool {
+        self.prompts.contains_key(name)
+    }
+
+    /// Whether a resource or template of its own serves `uri`.
+    pub(crate) fn serves_resource(&self, uri: &str) -> bool {
+        self.resources.contains_key(uri)
+            || self.templates.values().any(|t| {
+                mcp_protocol::catalog::match_template(&t.descriptor.uri_template, uri).is_some()
+            })
+    }
+
+    /// Whether a `completion/complete` reference names one of its prompts, resources or
+    /// resource templates.
+    pub(crate) fn knows_reference(&self, reference: &Value) -> bool {
+        match (reference["type"].as_str(), reference) {
+            (Some("ref/prompt"), r) => r["name"].as_str().is_some_and(|n| self.has_prompt(n)),
+            (Some("ref/resource"), r) => r["uri"].as_str().is_some_and(|uri| {
+                self.resources.contains_key(uri)
+                    || self
+                        .templates
+                        .values()
+                        .any(|t| t.descriptor.uri_template == uri)
+            }),
+            _ => false,
+        }
+    }
+
     /// A tool by name.
     pub fn get(&self, name: &str) -> Option<Arc<ToolEntry>> {
         self.tools.get(name).cloned()

@@ -2,6 +2,8 @@
 //! servers (Streamable HTTP, or stdio children) and serves their tools beside its own.
 //!
 //! - [`config`]: the flags and the TOML file.
+//! - `catalog`: the upstream's tools, resources, templates and prompts, listed, prefixed
+//!   and routed; its resource updates relayed.
 //! - `connection`: one upstream session (the official Rust SDK's client), its
 //!   notifications routed in order to the downstream call or session they belong to.
 //! - `stdio`: children that die with their worker.
@@ -10,6 +12,7 @@
 //! [`ToolContext`], so it is on the bus: delivered by whichever gateway holds the
 //! client's stream, resumable there. See docs/upstreams.md.
 
+mod catalog;
 pub mod config;
 mod connection;
 pub mod metrics;
@@ -19,13 +22,11 @@ pub use config::{SessionMode, UpstreamArgs, UpstreamConfig};
 
 use crate::context::ToolContext;
 use crate::tool::ToolError;
+use catalog::Listing;
 use connection::Connection;
 use mcp_bus::{Bus, EventBody, SessionId, StreamTarget};
 use mcp_protocol::{ErrorObject, LogLevel, Tool, jsonrpc};
-use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, ClientRequest, ListToolsRequest,
-    PaginatedRequestParams, ServerResult,
-};
+use rmcp::model::{CallToolRequest, CallToolRequestParams, ClientRequest, ServerResult};
 use rmcp::service::{PeerRequestOptions, ServiceError};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -44,6 +45,8 @@ pub struct Upstreams {
     all: Vec<Arc<Upstream>>,
     /// Woken when an upstream's tools change or it goes up or down: the worker announces.
     pub(crate) changed: Arc<Notify>,
+    /// (upstream, URI or name) pairs already warned about as duplicates.
+    warned: Mutex<std::collections::HashSet<(String, String)>>,
 }
 
 /// What `server_status` and readiness say about one upstream.
@@ -69,6 +72,7 @@ impl Upstreams {
                 .map(|config| Arc::new(Upstream::new(config, changed.clone())))
                 .collect(),
             changed,
+            warned: Mutex::default(),
         }
     }
 
@@ -94,7 +98,7 @@ impl Upstreams {
     pub(crate) fn find(&self, name: &str) -> Option<(Arc<Upstream>, String)> {
         self.all.iter().find_map(|u| {
             let original = name.strip_prefix(u.config.prefix.as_str())?;
-            let known = lock(&u.tools).iter().any(|t| t.name == original);
+            let known = lock(&u.listing).tools.iter().any(|t| t.name == original);
             known.then(|| (u.clone(), original.to_owned()))
         })
     }
@@ -113,7 +117,7 @@ impl Upstreams {
             .map(|u| UpstreamStatus {
                 name: u.config.name.clone(),
                 up: u.up.load(Ordering::Relaxed),
-                tools: lock(&u.tools).len(),
+                tools: lock(&u.listing).tools.len(),
                 sessions: lock(&u.sessions).len(),
             })
             .collect()
@@ -130,8 +134,12 @@ pub(crate) struct Upstream {
     main: Mutex<Slot>,
     /// Per-session mode: the downstream session's upstream session.
     sessions: Mutex<HashMap<SessionId, Slot>>,
-    /// The upstream's tools (upstream names), as last listed; empty while down.
-    tools: Mutex<Vec<Tool>>,
+    /// What the upstream serves (upstream names), as last listed; not shown while down.
+    listing: Mutex<Listing>,
+    /// Woken by the upstream's `notifications/{resources,prompts}/list_changed`.
+    relist: Arc<Notify>,
+    /// Resources the worker's own session is subscribed to upstream, and in which session.
+    subscribed: Mutex<catalog::Subscribed>,
     up: AtomicBool,
     calls: Arc<Semaphore>,
     changed: Arc<Notify>,
@@ -152,7 +160,9 @@ impl Upstream {
             bus: OnceCell::new(),
             main: Mutex::new(Arc::new(OnceCell::new())),
             sessions: Mutex::new(HashMap::new()),
-            tools: Mutex::new(Vec::new()),
+            listing: Mutex::default(),
+            relist: Arc::new(Notify::new()),
+            subscribed: Mutex::default(),
             up: AtomicBool::new(false),
             changed,
             suspect: Notify::new(),
@@ -165,7 +175,8 @@ impl Upstream {
         if !self.up.load(Ordering::Relaxed) {
             return Vec::new();
         }
-        lock(&self.tools)
+        lock(&self.listing)
+            .tools
             .iter()
             .map(|t| Tool {
                 name: format!("{}{}", self.config.prefix, t.name),
@@ -192,6 +203,7 @@ impl Upstream {
                         .with_label_values(&[self.config.name.as_str()])
                         .inc();
                 }
+                self.route_own_messages(&conn);
                 Ok(conn)
             })
             .await?
@@ -226,9 +238,9 @@ impl Upstream {
                 Ok(conn) => {
                     match tokio::time::timeout(self.config.connect_timeout, self.list(&conn))
                         .await
-                        .unwrap_or_else(|_| Err("tools/list timed out".into()))
+                        .unwrap_or_else(|_| Err("listing timed out".into()))
                     {
-                        Ok(tools) => Ok((conn, tools)),
+                        Ok(listing) => Ok((conn, listing)),
                         Err(e) => {
                             // (The slot is cloned first: `reset_main` locks it again.)
                             let slot = lock(&self.main).clone();
@@ -240,7 +252,7 @@ impl Upstream {
                 Err(e) => Err(e.0),
             };
             let list_changed = match listed {
-                Ok((conn, tools)) => {
+                Ok((conn, listing)) => {
                     delay = Duration::from_millis(100);
                     warned = false;
                     let was_up = self.up.swap(true, Ordering::Relaxed);
@@ -248,11 +260,12 @@ impl Upstream {
                         .with_label_values(&[self.config.name.as_str()])
                         .set(1);
                     let changed = {
-                        let mut current = lock(&self.tools);
-                        let changed = *current != tools;
-                        *current = tools;
+                        let mut current = lock(&self.listing);
+                        let changed = *current != listing;
+                        *current = listing;
                         changed
                     };
+                    self.subscribe_upstream(&conn).await;
                     if !was_up {
                         tracing::info!(upstream = %self.config.name, "upstream is up");
                     }
@@ -298,6 +311,7 @@ impl Upstream {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 () = list_changed.notified() => {}
+                () = self.relist.notified() => {}
                 () = self.suspect.notified() => {}
                 () = stop.cancelled() => break,
             }
@@ -312,47 +326,6 @@ impl Upstream {
                 conn.close().await;
             }
         }
-    }
-
-    async fn list(&self, conn: &Connection) -> Result<Vec<Tool>, String> {
-        let mut tools = Vec::new();
-        let mut cursor = None;
-        tracing::trace!(upstream = %self.config.name, "listing tools");
-        loop {
-            let request = ClientRequest::ListToolsRequest(ListToolsRequest {
-                method: Default::default(),
-                params: cursor.map(|c| PaginatedRequestParams::default().with_cursor(Some(c))),
-                extensions: Default::default(),
-            });
-            let options = PeerRequestOptions::with_timeout(self.config.connect_timeout);
-            let result = conn
-                .peer
-                .send_request_with_option(request, options)
-                .await
-                .map_err(|e| e.to_string())?
-                .await_response()
-                .await
-                .map_err(|e| e.to_string())?;
-            let ServerResult::ListToolsResult(page) = result else {
-                return Err("tools/list answered with something else".into());
-            };
-            for tool in &page.tools {
-                let value = serde_json::to_value(tool).map_err(|e| e.to_string())?;
-                match serde_json::from_value::<Tool>(value) {
-                    Ok(tool) if self.config.admits(&tool.name) => tools.push(tool),
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(upstream = %self.config.name, error = %e, "an upstream tool was skipped")
-                    }
-                }
-            }
-            match page.next_cursor {
-                Some(next) if tools.len() < 10_000 => cursor = Some(next),
-                _ => break,
-            }
-        }
-        tools.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(tools)
     }
 
     /// The upstream session a call of this downstream session uses.
@@ -424,6 +397,14 @@ impl Upstream {
         let session = handle.id().clone();
         tokio::spawn(async move {
             while let Some(message) = rx.recv().await {
+                // The worker's own session hears list changes too and re-announces the
+                // cluster's lists; passing the upstream's on as well would say it twice.
+                if message["method"]
+                    .as_str()
+                    .is_some_and(|m| m.ends_with("/list_changed"))
+                {
+                    continue;
+                }
                 if message["method"] == "notifications/message"
                     && let (Some(min), Some(level)) =
                         (min_level, parse_level(&message["params"]["level"]))
@@ -506,6 +487,32 @@ impl Upstream {
                 self.config.prefix
             ))));
         }
+        let mut params = CallToolRequestParams::new(name.to_owned());
+        if let Value::Object(map) = arguments {
+            params = params.with_arguments(map);
+        }
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
+        match self.exchange(ctx, request, "the call").await? {
+            ServerResult::CallToolResult(result) => {
+                serde_json::to_value(result).map_err(|e| ToolError::failed(e.to_string()))
+            }
+            _ => Err(ToolError::Protocol(ErrorObject::internal(format!(
+                "upstream {} answered tools/call with something other than a tool result",
+                self.config.name
+            )))),
+        }
+    }
+
+    /// Sends one request upstream in the session `ctx` uses (its own in per-session mode,
+    /// else the worker's), within the call timeout and the concurrency limit. Progress and
+    /// log messages go to the request's stream through `ctx` as they arrive; a downstream
+    /// cancellation cancels it upstream. `what` names it in the outage error.
+    async fn exchange(
+        &self,
+        ctx: &ToolContext,
+        request: ClientRequest,
+        what: &str,
+    ) -> Result<ServerResult, ToolError> {
         let timeout = self.config.call_timeout;
         let _permit = tokio::time::timeout(timeout, self.calls.clone().acquire_owned())
             .await
@@ -524,11 +531,6 @@ impl Upstream {
         let conn = self
             .connection_for(ctx, ctx.protocol_version().is_stateless())
             .await?;
-        let mut params = CallToolRequestParams::new(name.to_owned());
-        if let Value::Object(map) = arguments {
-            params = params.with_arguments(map);
-        }
-        let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         let options = PeerRequestOptions::with_timeout(timeout);
         let handle = conn
             .peer
@@ -552,7 +554,7 @@ impl Upstream {
                 result = &mut response => break result,
                 () = outage.cancelled() => {
                     return Err(ToolError::Protocol(ErrorObject::internal(format!(
-                        "upstream {} stopped answering during the call (its health check failed); the call's outcome is unknown",
+                        "upstream {} stopped answering during {what} (its health check failed); the outcome is unknown",
                         self.config.name
                     ))));
                 }
@@ -563,16 +565,7 @@ impl Upstream {
         while let Ok(message) = rx.try_recv() {
             forward(ctx, message).await;
         }
-        match result {
-            Ok(ServerResult::CallToolResult(result)) => {
-                serde_json::to_value(result).map_err(|e| ToolError::failed(e.to_string()))
-            }
-            Ok(_) => Err(ToolError::Protocol(ErrorObject::internal(format!(
-                "upstream {} answered tools/call with something other than a tool result",
-                self.config.name
-            )))),
-            Err(e) => Err(self.failed(&e)),
-        }
+        result.map_err(|e| self.failed(&e))
     }
 
     fn failed(&self, error: &ServiceError) -> ToolError {
