@@ -401,29 +401,4 @@ const UPSTREAM_GAPS: &[(&str, &str)] = &[
         "elicitation-sep1330-enums",
         "an upstream's server-to-client requests are not relayed",
     ),
-    (
-        "resources-read-text",
-        "an upstream's resources are not served",
-    ),
-    (
-        "resources-read-binary",
-        "an upstream's resources are not served",
-    ),
-    (
-        "resources-templates-read",
-        "an upstream's resource templates are not served",
-    ),
-    ("prompts-get-simple", "an upstream's prompts are not served"),
-    (
-        "prompts-get-with-args",
-        "an upstream's prompts are not served",
-    ),
-    (
-        "prompts-get-embedded-resource",
-        "an upstream's prompts are not served",
-    ),
-    (
-        "prompts-get-with-image",
-        "an upstream's prompts are not served",
-    ),
 ];
