@@ -107,10 +107,16 @@ async fn wait_for_tools(
 /// Runs `tests/clients/python/upstream_client.py` (the official Python SDK 2.x) against
 /// `url`; returns its report.
 fn python_client(url: &str, prefix: &str) -> anyhow::Result<Value> {
+    python_script("upstream_client.py", &[url, prefix])
+}
+
+/// Runs a script of `tests/clients/python` with the official Python SDK 2.x; returns the
+/// JSON report it prints last.
+fn python_script(script: &str, args: &[&str]) -> anyhow::Result<Value> {
     let python = e2e_tests::tools::python_sdk()?;
     let mut child = Command::new(python)
-        .arg("upstream_client.py")
-        .args([url, prefix])
+        .arg(script)
+        .args(args)
         .current_dir(repo().join("tests/clients/python"))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -127,16 +133,13 @@ fn python_client(url: &str, prefix: &str) -> anyhow::Result<Value> {
         }
         if start.elapsed() > Duration::from_secs(60) {
             let _ = child.kill();
-            bail!("upstream_client.py did not finish within 60 s");
+            bail!("{script} did not finish within 60 s");
         }
         std::thread::sleep(Duration::from_millis(50));
     };
     let stdout = out.join().unwrap_or_default();
     let stderr = err.join().unwrap_or_default();
-    ensure!(
-        status.success(),
-        "upstream_client.py failed: {stdout}\n{stderr}"
-    );
+    ensure!(status.success(), "{script} failed: {stdout}\n{stderr}");
     let line = stdout.lines().last().context("no report")?;
     serde_json::from_str(line).with_context(|| format!("report: {line}"))
 }
@@ -1082,4 +1085,94 @@ health_interval_ms = 200
         .await
         .unwrap();
     assert_eq!(r["result"]["contents"][0]["mimeType"], "image/png", "{r}");
+}
+
+/// The same catalog through two gateways and two workers on Redis (workers that serve
+/// only the upstream), read by the official Python SDK 2.x client in both generations:
+/// a session (`initialize`) and 2026-07-28 (no session; the worker's own upstream
+/// session serves it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_sdk_reads_an_upstreams_catalog_through_redis_workers_in_both_generations() {
+    let upstream = Gateway::start(&["--toolset", "conformance"]).expect("upstream gateway");
+    let redis = RedisServer::start().expect("redis");
+    let gw_args = ["--redis-url", &redis.url()];
+    let a = Gateway::start(&gw_args).expect("gateway a");
+    let b = Gateway::start(&gw_args).expect("gateway b");
+    let spec = format!("conf={}", upstream.url());
+    let worker_args = ["--toolset", "none", "--upstream", &spec];
+    let _w1 = WorkerProcess::start(&redis.url(), &worker_args).expect("worker 1");
+    let _w2 = WorkerProcess::start(&redis.url(), &worker_args).expect("worker 2");
+    let mut client = RawClient::new(&b.url());
+    client.initialize("2025-11-25").await.unwrap();
+    let start = Instant::now();
+    while !listed(&client, "prompts/list", "prompts", "name")
+        .await
+        .iter()
+        .any(|p| p == "conf_test_prompt_with_arguments")
+    {
+        assert!(
+            start.elapsed() < WAIT,
+            "the upstream's prompts never listed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    for mode in ["legacy", "auto"] {
+        let r = python_script("upstream_catalog_client.py", &[&a.url(), "conf_", mode])
+            .unwrap_or_else(|e| panic!("{mode}: {e:#}"));
+        let version = r["protocol_version"].as_str().unwrap_or_default();
+        if mode == "auto" {
+            assert_eq!(version, "2026-07-28", "{r}");
+        } else {
+            assert_ne!(version, "2026-07-28", "{r}");
+        }
+        let prompts = r["prompts"].as_array().cloned().unwrap_or_default();
+        for name in [
+            "conf_test_prompt_with_arguments",
+            "conf_test_prompt_with_embedded_resource",
+            "conf_test_prompt_with_image",
+            "conf_test_simple_prompt",
+        ] {
+            assert!(prompts.contains(&json!(name)), "{mode}: {name}: {r}");
+        }
+        assert!(
+            prompts
+                .iter()
+                .all(|p| p.as_str().is_some_and(|p| p.starts_with("conf_"))),
+            "{mode}: only the upstream's (the workers serve nothing else): {r}"
+        );
+        assert_eq!(
+            r["resources"],
+            json!([
+                ["test://static-binary", "conf_static-binary"],
+                ["test://static-text", "conf_static-text"],
+                ["test://watched-resource", "conf_watched-resource"]
+            ]),
+            "{mode}: {r}"
+        );
+        assert_eq!(
+            r["templates"],
+            json!([["test://template/{id}/data", "conf_template-data"]]),
+            "{mode}: {r}"
+        );
+        assert_eq!(
+            r["static_text"],
+            json!(["This is the content of the static text resource."]),
+            "{mode}: {r}"
+        );
+        assert_eq!(r["static_binary"][0][0], "image/png", "{mode}: {r}");
+        assert_eq!(r["template_data"][0]["id"], "7", "{mode}: {r}");
+        assert_eq!(
+            r["prompt"],
+            json!(["Prompt with arguments: arg1='x', arg2='y'"]),
+            "{mode}: {r}"
+        );
+        assert_eq!(r["prompt_image"][0], "image/png", "{mode}: {r}");
+        assert_eq!(
+            r["complete_prompt"],
+            json!(["paris", "park", "party", "pasta"]),
+            "{mode}: {r}"
+        );
+        assert_eq!(r["complete_template"], json!(["1", "123"]), "{mode}: {r}");
+    }
 }

@@ -50,6 +50,9 @@ pub(super) struct Listing {
 pub(super) struct Subscribed {
     session: Weak<Connection>,
     uris: HashSet<String>,
+    /// A subscription failed in this session: not tried again until the next session
+    /// (one warning, not one per health check).
+    refused: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -459,7 +462,11 @@ impl Upstream {
                 *subscribed = Subscribed {
                     session: Arc::downgrade(conn),
                     uris: HashSet::new(),
+                    refused: false,
                 };
+            }
+            if subscribed.refused {
+                return;
             }
             listing
                 .resources
@@ -488,7 +495,11 @@ impl Upstream {
                     }
                 }
                 Err(e) => {
-                    tracing::warn!(upstream = %self.config.name, uri = %uri, error = %e, "could not subscribe to an upstream resource; its updates will not be relayed");
+                    tracing::warn!(upstream = %self.config.name, uri = %uri, error = %e, "could not subscribe to an upstream resource; its updates are not relayed, and this upstream session is not asked again");
+                    let mut subscribed = lock(&self.subscribed);
+                    if std::ptr::eq(subscribed.session.as_ptr(), Arc::as_ptr(conn)) {
+                        subscribed.refused = true;
+                    }
                     return;
                 }
             }
