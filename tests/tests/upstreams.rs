@@ -899,6 +899,23 @@ health_interval_ms = 200
         "the duplicate URI is warned about"
     );
 
+    let r = client
+        .request(12, "tools/call", json!({"name": "server_status"}))
+        .await
+        .unwrap();
+    let status: Value = serde_json::from_str(
+        r["result"]["content"][0]["text"]
+            .as_str()
+            .unwrap_or_default(),
+    )
+    .unwrap_or_else(|_| panic!("{r}"));
+    let conf = &status["upstreams"][0];
+    assert_eq!(conf["name"], "conf", "{status}");
+    assert_eq!(conf["resources"], 3, "{status}");
+    assert_eq!(conf["resource_templates"], 1, "{status}");
+    assert!(conf["prompts"].as_u64() >= Some(4), "{status}");
+    assert_eq!(status["upstreams"][1]["up"], false, "{status}");
+
     // Reads, gets and completions reach the upstream under its own names.
     let r = client
         .request(1, "resources/read", json!({"uri": "test://static-text"}))

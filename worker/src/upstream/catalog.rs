@@ -506,3 +506,150 @@ impl Upstream {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::config::parse_flag;
+    use std::sync::atomic::Ordering;
+
+    fn resource(uri: &str, name: &str) -> Resource {
+        Resource {
+            uri: uri.into(),
+            name: name.into(),
+            title: None,
+            description: None,
+            mime_type: None,
+        }
+    }
+
+    fn template(uri_template: &str, name: &str) -> ResourceTemplate {
+        ResourceTemplate {
+            uri_template: uri_template.into(),
+            name: name.into(),
+            description: None,
+            mime_type: None,
+        }
+    }
+
+    fn prompt(name: &str) -> Prompt {
+        Prompt {
+            name: name.into(),
+            title: None,
+            description: None,
+            arguments: Vec::new(),
+        }
+    }
+
+    /// Two upstreams, `a` and `b`, up, serving what `listings` says.
+    fn upstreams(listings: [Listing; 2]) -> Upstreams {
+        let all = Upstreams::new(vec![
+            parse_flag("a=http://127.0.0.1:1/mcp").unwrap(),
+            parse_flag("b=http://127.0.0.1:2/mcp").unwrap(),
+        ]);
+        for (u, listing) in all.all.iter().zip(listings) {
+            *lock(&u.listing) = listing;
+            u.up.store(true, Ordering::Relaxed);
+        }
+        all
+    }
+
+    fn listing(resources: &[&str], templates: &[&str], prompts: &[&str]) -> Listing {
+        Listing {
+            resources: resources.iter().map(|u| resource(u, "r")).collect(),
+            templates: templates.iter().map(|t| template(t, "t")).collect(),
+            prompts: prompts.iter().map(|p| prompt(p)).collect(),
+            has_resources: !resources.is_empty() || !templates.is_empty(),
+            ..Listing::default()
+        }
+    }
+
+    #[test]
+    fn the_first_source_of_a_uri_keeps_it_and_names_get_prefixes() {
+        let all = upstreams([
+            listing(&["test://x", "test://a"], &["t://{id}"], &["p"]),
+            listing(
+                &["test://x", "own://r", "test://b"],
+                &["t://{id}", "u://{id}"],
+                &["p"],
+            ),
+        ]);
+        let mut resources = vec![resource("own://r", "own")];
+        let mut templates = Vec::new();
+        let mut prompts = vec![prompt("mine")];
+        all.extend_catalog(&mut resources, &mut templates, &mut prompts);
+        let uris: Vec<(&str, &str)> = resources
+            .iter()
+            .map(|r| (r.uri.as_str(), r.name.as_str()))
+            .collect();
+        assert_eq!(
+            uris,
+            [
+                ("own://r", "own"),
+                ("test://x", "a_r"),
+                ("test://a", "a_r"),
+                ("test://b", "b_r"),
+            ]
+        );
+        let templates: Vec<(&str, &str)> = templates
+            .iter()
+            .map(|t| (t.uri_template.as_str(), t.name.as_str()))
+            .collect();
+        assert_eq!(templates, [("t://{id}", "a_t"), ("u://{id}", "b_t")]);
+        let prompts: Vec<&str> = prompts.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(prompts, ["mine", "a_p", "b_p"]);
+        assert_eq!(lock(&all.warned).len(), 3, "test://x, own://r, t://{{id}}");
+
+        // A down upstream drops out of the lists.
+        all.all[0].up.store(false, Ordering::Relaxed);
+        let (mut resources, mut templates, mut prompts) = (Vec::new(), Vec::new(), Vec::new());
+        all.extend_catalog(&mut resources, &mut templates, &mut prompts);
+        assert!(resources.iter().all(|r| r.name == "b_r"), "{resources:?}");
+        assert_eq!(prompts.len(), 1);
+    }
+
+    #[test]
+    fn reads_and_references_find_their_upstream() {
+        let all = upstreams([
+            listing(&["test://x"], &["t://{id}/data"], &["p"]),
+            listing(&["test://x", "test://y"], &["u://{id}"], &["q"]),
+        ]);
+        let name = |u: Option<Arc<Upstream>>| u.map(|u| u.config.name.clone());
+        assert_eq!(name(all.find_resource("test://x")).as_deref(), Some("a"));
+        assert_eq!(name(all.find_resource("test://y")).as_deref(), Some("b"));
+        assert_eq!(name(all.find_resource("t://7/data")).as_deref(), Some("a"));
+        assert_eq!(name(all.find_resource("u://7")).as_deref(), Some("b"));
+        assert_eq!(
+            name(all.find_resource("nobody://z")),
+            None,
+            "two upstreams serve resources: an unknown URI is nobody's"
+        );
+        lock(&all.all[1].listing).has_resources = false;
+        assert_eq!(
+            name(all.find_resource("nobody://z")).as_deref(),
+            Some("a"),
+            "the only upstream with resources takes URIs no list names"
+        );
+
+        let (u, original) = all.find_prompt("b_q").unwrap();
+        assert_eq!((u.config.name.as_str(), original.as_str()), ("b", "q"));
+        assert!(all.find_prompt("a_q").is_none());
+        assert!(all.find_prompt("q").is_none());
+
+        let (u, renamed) = all
+            .find_reference(&json!({"type": "ref/prompt", "name": "a_p"}))
+            .unwrap();
+        assert_eq!(u.config.name, "a");
+        assert_eq!(renamed, json!({"type": "ref/prompt", "name": "p"}));
+        let (u, same) = all
+            .find_reference(&json!({"type": "ref/resource", "uri": "u://{id}"}))
+            .unwrap();
+        assert_eq!(u.config.name, "b");
+        assert_eq!(same["uri"], "u://{id}");
+        assert!(
+            all.find_reference(&json!({"type": "ref/resource", "uri": "v://{id}"}))
+                .is_none()
+        );
+        assert!(all.find_reference(&json!({"type": "ref/other"})).is_none());
+    }
+}

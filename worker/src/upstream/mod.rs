@@ -58,6 +58,12 @@ pub struct UpstreamStatus {
     pub up: bool,
     /// Tools it contributes.
     pub tools: usize,
+    /// Resources it lists (a URI another source serves first included).
+    pub resources: usize,
+    /// Resource templates it lists.
+    pub resource_templates: usize,
+    /// Prompts it lists.
+    pub prompts: usize,
     /// Upstream sessions open on this worker.
     pub sessions: usize,
 }
@@ -114,11 +120,25 @@ impl Upstreams {
     pub fn status(&self) -> Vec<UpstreamStatus> {
         self.all
             .iter()
-            .map(|u| UpstreamStatus {
-                name: u.config.name.clone(),
-                up: u.up.load(Ordering::Relaxed),
-                tools: lock(&u.listing).tools.len(),
-                sessions: lock(&u.sessions).len(),
+            .map(|u| {
+                let (tools, resources, resource_templates, prompts) = {
+                    let l = lock(&u.listing);
+                    (
+                        l.tools.len(),
+                        l.resources.len(),
+                        l.templates.len(),
+                        l.prompts.len(),
+                    )
+                };
+                UpstreamStatus {
+                    name: u.config.name.clone(),
+                    up: u.up.load(Ordering::Relaxed),
+                    tools,
+                    resources,
+                    resource_templates,
+                    prompts,
+                    sessions: lock(&u.sessions).len(),
+                }
             })
             .collect()
     }
