@@ -405,8 +405,8 @@ impl Upstream {
     }
 
     /// The upstream's own messages to this session (its GET stream: background work,
-    /// broadcasts, resource updates) go to the downstream session's standalone stream,
-    /// filtered by the session's log level.
+    /// broadcasts) go to the downstream session's standalone stream, filtered by the
+    /// session's log level.
     fn route_session_messages(&self, conn: &Connection, ctx: &ToolContext) {
         let (Some(bus), Some(handle)) = (self.bus.get().cloned(), ctx.session()) else {
             return;
@@ -419,10 +419,12 @@ impl Upstream {
             while let Some(message) = rx.recv().await {
                 // The worker's own session hears list changes too and re-announces the
                 // cluster's lists; passing the upstream's on as well would say it twice.
-                if message["method"]
-                    .as_str()
-                    .is_some_and(|m| m.ends_with("/list_changed"))
-                {
+                // Resource updates reach the sessions subscribed to the URI through the
+                // worker's own session and the bus (this session never subscribed
+                // upstream, so an update here was not asked for).
+                if message["method"].as_str().is_some_and(|m| {
+                    m.ends_with("/list_changed") || m == "notifications/resources/updated"
+                }) {
                     continue;
                 }
                 if message["method"] == "notifications/message"
