@@ -2,7 +2,7 @@
 //! redis-server started for this test; and Redis's own rules: one cluster-wide idle TTL,
 //! jobs of a dead worker redelivered, and no state left behind once sessions are gone.
 
-use e2e_tests::{RedisServer, SentinelSetup};
+use e2e_tests::{ClusterSetup, RedisServer, SentinelSetup};
 use mcp_bus::conformance::{self, EXPIRY_GRACE, SHORT_IDLE_TTL, job, run_all};
 use mcp_bus::{Bus, Control, EventBody, RedisBus, RedisBusConfig, StreamTarget, WorkerId};
 use mcp_protocol::RequestId;
@@ -63,6 +63,34 @@ async fn the_redis_bus_keeps_the_bus_contract_through_sentinel() {
         bus as Arc<dyn Bus>
     })
     .await;
+}
+
+/// The same suite on a Redis Cluster (three masters, three replicas): sessions on every
+/// shard, sharded pub/sub, pipelines split by slot; then idle expiry and the bounded
+/// principal index (on the same cluster: one takes ~7 s to start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_bus_keeps_the_bus_contract_in_a_cluster() {
+    let setup = ClusterSetup::start().expect("cluster set-up");
+    let urls = setup.urls();
+    run_all(|limits| {
+        let bus = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(connect(&urls, None, |config| {
+                config.mode = mcp_bus::RedisMode::Cluster;
+                config.session_log_len = limits.session_log_len;
+                config.live_queue_len = limits.live_queue_len;
+            }))
+        });
+        bus as Arc<dyn Bus>
+    })
+    .await;
+    let cluster_short_idle = |config: &mut RedisBusConfig| {
+        config.mode = mcp_bus::RedisMode::Cluster;
+        short_idle(config);
+    };
+    let bus = connect(&urls, None, cluster_short_idle).await;
+    conformance::idle_expiry_reaches_subscribers_and_workers(bus).await;
+    let bus = connect(&urls, None, cluster_short_idle).await;
+    conformance::principal_counts_follow_live_sessions(bus).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -27,10 +27,11 @@ pub struct Config {
     #[arg(long, env = "MCPGW_REDIS_URL")]
     pub redis_url: Option<String>,
 
-    /// How `--redis-url` is read: `single` (one Redis) or `sentinel` (`--redis-url` lists
+    /// How `--redis-url` is read: `single` (one Redis), `sentinel` (`--redis-url` lists
     /// the sentinels, comma separated, e.g. `redis://s1:26379,redis://s2:26379`; the bus
-    /// connects to the master they name and follows their failovers).
-    #[arg(long, env = "MCPGW_REDIS_MODE", default_value = "single", value_parser = ["single", "sentinel"])]
+    /// connects to the master they name and follows their failovers) or `cluster` (a
+    /// Redis Cluster; `--redis-url` lists seed nodes, comma separated).
+    #[arg(long, env = "MCPGW_REDIS_MODE", default_value = "single", value_parser = ["single", "sentinel", "cluster"])]
     pub redis_mode: String,
 
     /// With `--redis-mode sentinel`: the name of the master the sentinels monitor.

@@ -28,5 +28,5 @@ pub mod typescript;
 pub use client::{RawClient, Read, SseEvent, SseReader};
 pub use deployment::{Deployment, Kind, wait_for_workers};
 pub use process::{Gateway, Memory, WorkerProcess, binary, memory};
-pub use redis::{RedisServer, SentinelSetup};
+pub use redis::{ClusterSetup, RedisServer, SentinelSetup};
 pub use stateless::StatelessClient;

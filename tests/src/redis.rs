@@ -394,3 +394,151 @@ impl Drop for SentinelSetup {
         }
     }
 }
+
+/// A Redis Cluster on loopback: three masters and three replicas (`redis-server
+/// --cluster-enabled yes`, `cluster-node-timeout 2000`, so a dead master's replica is
+/// promoted in ~4 s), joined with `redis-cli --cluster create`. Every server is killed
+/// when dropped.
+pub struct ClusterSetup {
+    /// The six nodes, in the order given to `redis-cli --cluster create` (the first three
+    /// start as masters).
+    pub nodes: Vec<RedisServer>,
+}
+
+impl ClusterSetup {
+    /// Starts the nodes, creates the cluster and waits until every node reports
+    /// `cluster_state:ok` and knows the five others.
+    pub fn start() -> anyhow::Result<Self> {
+        let mut nodes = Vec::new();
+        while nodes.len() < 6 {
+            // A cluster node also listens on its port + 10000 (the cluster bus).
+            let node = RedisServer::start_with(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "2000",
+                "--appendonly",
+                "no",
+            ])?;
+            nodes.push(node);
+        }
+        let setup = Self { nodes };
+        let addresses: Vec<String> = setup
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let out = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .context("cannot run redis-cli --cluster create")?;
+        if !out.status.success() {
+            bail!(
+                "redis-cli --cluster create failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let start = Instant::now();
+        while !setup.ready() {
+            if start.elapsed() > Duration::from_secs(30) {
+                bail!("the cluster was not ready within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(setup)
+    }
+
+    /// Every node that is up says `cluster_state:ok` and knows all six nodes; every
+    /// replica's link to its master is up.
+    pub fn ready(&self) -> bool {
+        self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
+            let info = n.command(&["CLUSTER", "INFO"]).ok().and_then(|r| r.text());
+            let ok = info.is_some_and(|t| {
+                t.contains("cluster_state:ok") && t.contains("cluster_known_nodes:6")
+            });
+            let role = n
+                .command(&["INFO", "replication"])
+                .ok()
+                .and_then(|r| r.text());
+            ok && role
+                .is_some_and(|t| t.contains("role:master") || t.contains("master_link_status:up"))
+        })
+    }
+
+    /// `redis://127.0.0.1:P1,...` (every node): the bus's `--redis-url` in
+    /// `--redis-mode cluster`.
+    pub fn urls(&self) -> String {
+        self.nodes
+            .iter()
+            .map(RedisServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The indexes (into [`nodes`](Self::nodes)) of the nodes that are masters now.
+    pub fn masters(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| {
+                let node = &self.nodes[*i];
+                node.child.is_some()
+                    && node
+                        .command(&["ROLE"])
+                        .ok()
+                        .and_then(|r| r.items().first().and_then(Reply::text))
+                        .is_some_and(|role| role == "master")
+            })
+            .collect()
+    }
+
+    /// The keys matching `pattern` that each master holds, by master index.
+    pub fn keys_by_master(&self, pattern: &str) -> Vec<(usize, Vec<String>)> {
+        self.masters()
+            .into_iter()
+            .map(|i| {
+                let keys = self.nodes[i]
+                    .command(&["KEYS", pattern])
+                    .map(|r| r.items().iter().filter_map(Reply::text).collect())
+                    .unwrap_or_default();
+                (i, keys)
+            })
+            .collect()
+    }
+
+    /// The index of the master that owns `key`'s slot now.
+    pub fn master_of(&self, key: &str) -> anyhow::Result<usize> {
+        let first = self
+            .nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .context("no node up")?;
+        let slot = match first.command(&["CLUSTER", "KEYSLOT", key])? {
+            Reply::Int(slot) => slot,
+            other => bail!("CLUSTER KEYSLOT: {other:?}"),
+        };
+        let slots = first.command(&["CLUSTER", "SLOTS"])?;
+        for range in slots.items() {
+            let [Reply::Int(from), Reply::Int(to), master, ..] = range.items() else {
+                continue;
+            };
+            if (*from..=*to).contains(&slot) {
+                let port = match master.items().get(1) {
+                    Some(Reply::Int(port)) => *port,
+                    _ => bail!("CLUSTER SLOTS: no master port"),
+                };
+                return self
+                    .nodes
+                    .iter()
+                    .position(|n| i64::from(n.port) == port)
+                    .context("the slot's master is not one of ours");
+            }
+        }
+        bail!("no master for slot {slot}")
+    }
+}

@@ -10,8 +10,17 @@
 //!   for the master every 200 ms until they name a different one that answers, then swaps
 //!   in a new manager to it. Every clone of a [`Conn`] sees the swap; [`Conn::switches`]
 //!   tells the pub/sub side to subscribe again on the new master.
+//! - `cluster`: a `redis` `ClusterConnection` (feature `cluster-async`) over the seed
+//!   nodes, which routes each command by its key's slot and follows slot moves and
+//!   failovers by itself. It refuses a pipeline whose commands span slots, so [`Conn`]
+//!   splits a non-atomic pipeline into one sub-pipeline per slot (run concurrently, replies
+//!   put back in order); `MULTI` and scripts must stay within one slot, which the callers
+//!   ensure (every key of one script shares a hash tag).
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::Slot;
 use redis::sentinel::Sentinel;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +41,8 @@ pub enum RedisMode {
     /// A master found through Redis Sentinel (`--redis-url` lists the sentinels, comma
     /// separated; `--redis-sentinel-master` names the monitored master).
     Sentinel,
+    /// A Redis Cluster (`--redis-url` lists seed nodes, comma separated).
+    Cluster,
 }
 
 impl std::str::FromStr for RedisMode {
@@ -41,8 +52,9 @@ impl std::str::FromStr for RedisMode {
         match s {
             "single" => Ok(Self::Single),
             "sentinel" => Ok(Self::Sentinel),
+            "cluster" => Ok(Self::Cluster),
             other => Err(format!(
-                "unknown Redis mode {other:?} (expected single or sentinel)"
+                "unknown Redis mode {other:?} (expected single, sentinel or cluster)"
             )),
         }
     }
@@ -64,6 +76,7 @@ impl Source {
     pub(crate) fn new(mode: &RedisMode, urls: &str, master: &str) -> Result<Self, RedisError> {
         match mode {
             RedisMode::Single => Ok(Self::Single(redis::Client::open(urls)?)),
+            RedisMode::Cluster => Err(cluster_is_not_a_source()),
             RedisMode::Sentinel => {
                 let nodes: Vec<&str> = urls
                     .split(',')
@@ -82,6 +95,7 @@ impl Source {
     /// The same source, for a RESP3 (push) connection.
     pub(crate) fn resp3(mode: &RedisMode, urls: &str, master: &str) -> Result<Self, RedisError> {
         match mode {
+            RedisMode::Cluster => Err(cluster_is_not_a_source()),
             RedisMode::Single => {
                 let url = if urls.contains('?') {
                     format!("{urls}&protocol=resp3")
@@ -136,12 +150,41 @@ struct Inner {
     switched: watch::Sender<u64>,
 }
 
-/// A multiplexed connection to the master of the configured topology; cheap to clone.
-/// Implements [`ConnectionLike`], so commands, pipelines and scripts run on it as on a
+/// A multiplexed connection to the master of the configured topology (or, in a cluster,
+/// to every master, each command going to its slot's); cheap to clone. Implements
+/// [`ConnectionLike`], so commands, pipelines and scripts run on it as on a
 /// `ConnectionManager`.
 #[derive(Clone)]
 pub struct Conn {
-    inner: Arc<Inner>,
+    kind: Kind,
+}
+
+#[derive(Clone)]
+enum Kind {
+    Master(Arc<Inner>),
+    Cluster(Arc<ClusterInner>),
+}
+
+struct ClusterInner {
+    conn: ClusterConnection,
+    /// Never changes: the cluster client follows failovers itself (kept so
+    /// [`Conn::switches`] has one API for every topology).
+    switched: watch::Sender<u64>,
+}
+
+/// The seed URLs of a comma-separated list.
+fn seed_urls(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .collect()
+}
+
+fn cluster_is_not_a_source() -> RedisError {
+    RedisError::from((
+        redis::ErrorKind::InvalidClientConfig,
+        "a Redis Cluster is reached with Conn::connect_cluster",
+    ))
 }
 
 impl Conn {
@@ -156,24 +199,57 @@ impl Conn {
         let manager = ConnectionManager::new_with_config(client, config.clone()).await?;
         let (switched, _) = watch::channel(0);
         Ok(Self {
-            inner: Arc::new(Inner {
+            kind: Kind::Master(Arc::new(Inner {
                 role,
                 source,
                 config,
                 current: Mutex::new((addr, manager)),
                 resolving: AtomicBool::new(false),
                 switched,
-            }),
+            })),
         })
     }
 
-    fn manager(&self) -> ConnectionManager {
-        lock(&self.inner.current).1.clone()
+    /// Connects to a Redis Cluster through its seed nodes (`urls`, comma separated),
+    /// failing if none answers now. Every command is bounded by `response_timeout`
+    /// (retries and redirections included), so a request during a failover gets an error,
+    /// never a wait. With `push`, the connection speaks RESP3 and delivers pub/sub
+    /// messages there.
+    pub(crate) async fn connect_cluster(
+        urls: &str,
+        response_timeout: Duration,
+        push: Option<impl redis::aio::AsyncPushSender>,
+    ) -> Result<Self, RedisError> {
+        let mut builder = ClusterClientBuilder::new(seed_urls(urls))
+            .connection_timeout(Duration::from_secs(2))
+            .response_timeout(response_timeout)
+            .retries(6)
+            .min_retry_wait(50)
+            .max_retry_wait(500);
+        if let Some(push) = push {
+            builder = builder
+                .use_protocol(redis::ProtocolVersion::RESP3)
+                .push_sender(push);
+        }
+        let conn = builder.build()?.get_async_connection().await?;
+        let (switched, _) = watch::channel(0);
+        Ok(Self {
+            kind: Kind::Cluster(Arc::new(ClusterInner { conn, switched })),
+        })
+    }
+
+    /// Whether this is a Redis Cluster connection (multi-key steps must then stay within
+    /// one slot).
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.kind, Kind::Cluster(_))
     }
 
     /// Changes each time the connection moved to another master (pub/sub subscribes again).
     pub(crate) fn switches(&self) -> watch::Receiver<u64> {
-        self.inner.switched.subscribe()
+        match &self.kind {
+            Kind::Master(inner) => inner.switched.subscribe(),
+            Kind::Cluster(inner) => inner.switched.subscribe(),
+        }
     }
 
     /// PINGs the connection, waiting at most `timeout`. A connection that reconnects
@@ -204,18 +280,21 @@ impl Conn {
     /// After an error: if it says the master may be gone and the topology can move, start
     /// (once) the resolver that follows the sentinels to the new master.
     fn check(&self, e: &RedisError) {
+        let Kind::Master(inner) = &self.kind else {
+            return;
+        };
         let lost = e.is_io_error()
             || e.is_connection_dropped()
             || e.is_connection_refusal()
             || e.is_timeout()
             || e.code() == Some("READONLY");
-        if !lost || matches!(self.inner.source, Source::Single(_)) {
+        if !lost || matches!(inner.source, Source::Single(_)) {
             return;
         }
-        if self.inner.resolving.swap(true, Ordering::AcqRel) {
+        if inner.resolving.swap(true, Ordering::AcqRel) {
             return;
         }
-        let inner = self.inner.clone();
+        let inner = inner.clone();
         tokio::spawn(async move {
             follow_master(&inner).await;
             inner.resolving.store(false, Ordering::Release);
@@ -271,15 +350,99 @@ fn is_master_role(role: &Value) -> bool {
     }
 }
 
+impl Inner {
+    fn manager(&self) -> ConnectionManager {
+        lock(&self.current).1.clone()
+    }
+}
+
+/// The slot a command of ours goes to, `None` for a command without a key (`PUBLISH`,
+/// `PING`). Every command the bus pipelines has its key first, except scripts (after the
+/// script and the key count).
+fn slot_of(cmd: &Cmd) -> Option<Slot> {
+    let mut args = cmd.args_iter().filter_map(|a| match a {
+        redis::Arg::Simple(a) => Some(a),
+        _ => None,
+    });
+    let name = args.next()?.to_ascii_uppercase();
+    match name.as_slice() {
+        b"PUBLISH" | b"PING" | b"ECHO" | b"TIME" => None,
+        b"EVAL" | b"EVALSHA" | b"FCALL" => {
+            let _script = args.next()?;
+            let keys: usize = std::str::from_utf8(args.next()?).ok()?.parse().ok()?;
+            if keys == 0 {
+                return None;
+            }
+            args.next().map(Slot::for_key)
+        }
+        _ => args.next().map(Slot::for_key),
+    }
+}
+
+/// Runs a non-atomic pipeline on a cluster: as it is when its commands share a slot, else
+/// as one sub-pipeline per slot (in the pipeline's order within each slot; keyless
+/// commands go with the first), run concurrently, replies put back in order.
+async fn cluster_pipeline(
+    conn: &ClusterConnection,
+    pipeline: &Pipeline,
+    offset: usize,
+    count: usize,
+) -> Result<Vec<Value>, RedisError> {
+    let mut groups: Vec<(Option<Slot>, Vec<usize>)> = Vec::new();
+    for (i, cmd) in pipeline.cmd_iter().enumerate() {
+        let slot = slot_of(cmd);
+        match groups
+            .iter_mut()
+            .find(|(s, _)| slot.is_none() || *s == slot)
+        {
+            Some((_, members)) => members.push(i),
+            None => groups.push((slot, vec![i])),
+        }
+    }
+    if pipeline.is_transaction() || groups.len() <= 1 {
+        return conn
+            .clone()
+            .req_packed_commands(pipeline, offset, count)
+            .await;
+    }
+    let commands: Vec<&Cmd> = pipeline.cmd_iter().collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (_, members) in groups {
+        let mut sub = redis::pipe();
+        for i in &members {
+            sub.add_command(commands[*i].clone());
+        }
+        let mut conn = conn.clone();
+        tasks.spawn(async move {
+            let replies = conn.req_packed_commands(&sub, 0, sub.len()).await;
+            (members, replies)
+        });
+    }
+    let mut replies: Vec<Value> = vec![Value::Nil; commands.len()];
+    while let Some(done) = tasks.join_next().await {
+        let (members, values) = done
+            .map_err(|e| RedisError::from(std::io::Error::other(format!("pipeline task: {e}"))))?;
+        for (i, value) in members.into_iter().zip(values?) {
+            replies[i] = value;
+        }
+    }
+    Ok(replies)
+}
+
 impl ConnectionLike for Conn {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         Box::pin(async move {
-            let mut manager = self.manager();
-            let result = manager.req_packed_command(cmd).await;
-            if let Err(e) = &result {
-                self.check(e);
+            match &self.kind {
+                Kind::Master(inner) => {
+                    let mut manager = inner.manager();
+                    let result = manager.req_packed_command(cmd).await;
+                    if let Err(e) = &result {
+                        self.check(e);
+                    }
+                    result
+                }
+                Kind::Cluster(inner) => inner.conn.clone().req_packed_command(cmd).await,
             }
-            result
         })
     }
 
@@ -290,33 +453,54 @@ impl ConnectionLike for Conn {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
-            let mut manager = self.manager();
-            let result = manager.req_packed_commands(pipeline, offset, count).await;
-            if let Err(e) = &result {
-                self.check(e);
+            match &self.kind {
+                Kind::Master(inner) => {
+                    let mut manager = inner.manager();
+                    let result = manager.req_packed_commands(pipeline, offset, count).await;
+                    if let Err(e) = &result {
+                        self.check(e);
+                    }
+                    result
+                }
+                Kind::Cluster(inner) => {
+                    cluster_pipeline(&inner.conn, pipeline, offset, count).await
+                }
             }
-            result
         })
     }
 
     fn get_db(&self) -> i64 {
-        self.manager().get_db()
+        match &self.kind {
+            Kind::Master(inner) => inner.manager().get_db(),
+            Kind::Cluster(_) => 0,
+        }
     }
 }
 
 impl Conn {
-    /// `SUBSCRIBE` on the current master's connection (tracked there for automatic
-    /// resubscription after a reconnect to the same master).
-    pub(crate) async fn subscribe(&self, channel: &str) -> Result<(), RedisError> {
-        let result = self.manager().subscribe(channel).await;
-        if let Err(e) = &result {
-            self.check(e);
+    /// `SUBSCRIBE` (or, with `sharded`, `SSUBSCRIBE`: a cluster keeps the channel's
+    /// messages on the shard that owns its slot). On one master, the subscription is tracked
+    /// there for automatic resubscription after a reconnect to the same master.
+    pub(crate) async fn subscribe(&self, channel: &str, sharded: bool) -> Result<(), RedisError> {
+        match &self.kind {
+            Kind::Master(inner) => {
+                let result = inner.manager().subscribe(channel).await;
+                if let Err(e) = &result {
+                    self.check(e);
+                }
+                result
+            }
+            Kind::Cluster(inner) if sharded => inner.conn.clone().ssubscribe(channel).await,
+            Kind::Cluster(inner) => inner.conn.clone().subscribe(channel).await,
         }
-        result
     }
 
-    /// `UNSUBSCRIBE` on the current master's connection.
-    pub(crate) async fn unsubscribe(&self, channel: &str) -> Result<(), RedisError> {
-        self.manager().unsubscribe(channel).await
+    /// `UNSUBSCRIBE` (`SUNSUBSCRIBE` with `sharded`).
+    pub(crate) async fn unsubscribe(&self, channel: &str, sharded: bool) -> Result<(), RedisError> {
+        match &self.kind {
+            Kind::Master(inner) => inner.manager().unsubscribe(channel).await,
+            Kind::Cluster(inner) if sharded => inner.conn.clone().sunsubscribe(channel).await,
+            Kind::Cluster(inner) => inner.conn.clone().unsubscribe(channel).await,
+        }
     }
 }

@@ -62,6 +62,7 @@ impl RedisBus {
             .arg(self.keys.session_channel(session))
             .arg(payload)
             .arg(self.ttl_ms())
+            .arg(self.keys.session_publish())
             .invoke_async(&mut conn)
             .await
             .map_err(redis_err)?;
@@ -93,7 +94,8 @@ impl RedisBus {
             .key(self.keys.log(session))
             .arg(self.config.session_log_len.max(1))
             .arg(self.keys.session_channel(session))
-            .arg(self.ttl_ms());
+            .arg(self.ttl_ms())
+            .arg(self.keys.session_publish());
         for body in bodies {
             let payload = serde_json::to_string(&StoredEvent {
                 stream,
@@ -168,11 +170,10 @@ impl RedisBus {
     ) -> Result<(), BusError> {
         let mut conn = self.conn();
         let stream = serde_json::to_string(&stream).map_err(corrupt)?;
-        let _: i64 = conn
-            .publish(
-                self.keys.session_channel(session),
-                format!("c {claim} {stream}"),
-            )
+        let _: i64 = redis::cmd(self.keys.session_publish())
+            .arg(self.keys.session_channel(session))
+            .arg(format!("c {claim} {stream}"))
+            .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
         Ok(())

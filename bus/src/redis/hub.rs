@@ -75,7 +75,20 @@ struct HubSession {
 enum SubscriptionCommand {
     Subscribe(String, oneshot::Sender<Result<(), BusError>>),
     Unsubscribe(String),
+    /// Subscribe again (in a cluster, where the client's own resubscription cannot be
+    /// relied on): every channel (`None`), after a node's connection was lost, or one,
+    /// after Redis dropped it (its slot moved).
+    Resubscribe(Option<String>),
 }
+
+/// The notice the hub queues on the push queue once every channel is subscribed again
+/// after a cluster node was lost: the dispatcher then catches up from the logs (what was
+/// published between the loss and the new subscription reached nobody).
+pub(crate) const RESUBSCRIBED: &str = "mcpgw-resubscribed";
+
+/// How often channels that could not be subscribed again are retried (a cluster refuses
+/// every command until a failed master's replica is promoted, seconds).
+const RESUBSCRIBE_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Local fan-out of session events, broadcasts and control messages.
 pub(crate) struct Hub {
@@ -113,35 +126,67 @@ impl Hub {
             broadcast_last: AtomicU64::new(0),
             control,
         });
+        let task_keys = hub.keys.clone();
         tokio::spawn(async move {
             let conn = pubsub;
+            let keys = task_keys;
             let mut switches = conn.switches();
             // What this process is subscribed to, for a new master's connection.
             let mut channels: HashSet<String> = HashSet::new();
+            // In a cluster: channels to subscribe again, retried until each succeeds.
+            let mut pending: HashSet<String> = HashSet::new();
+            let mut announce = false;
             loop {
+                let retry = tokio::time::sleep(RESUBSCRIBE_RETRY);
                 tokio::select! {
                     command = rx.recv() => match command {
                         None => return,
                         Some(SubscriptionCommand::Subscribe(channel, done)) => {
-                            let result = conn.subscribe(&channel).await.map_err(redis_err);
+                            let sharded = keys.is_sharded_channel(&channel);
+                            let result = conn.subscribe(&channel, sharded).await.map_err(redis_err);
                             if result.is_ok() {
+                                pending.remove(&channel);
                                 channels.insert(channel);
                             }
                             let _ = done.send(result);
                         }
                         Some(SubscriptionCommand::Unsubscribe(channel)) => {
                             channels.remove(&channel);
-                            if let Err(e) = conn.unsubscribe(&channel).await {
+                            pending.remove(&channel);
+                            let sharded = keys.is_sharded_channel(&channel);
+                            if let Err(e) = conn.unsubscribe(&channel, sharded).await {
                                 tracing::debug!(error = %e, channel, "unsubscribe failed");
                             }
                         }
+                        Some(SubscriptionCommand::Resubscribe(None)) => {
+                            pending.extend(channels.iter().cloned());
+                            announce = true;
+                        }
+                        Some(SubscriptionCommand::Resubscribe(Some(channel))) => {
+                            if channels.contains(&channel) {
+                                pending.insert(channel);
+                                announce = true;
+                            }
+                        }
                     },
+                    () = retry, if !pending.is_empty() => {
+                        pending = resubscribe(&conn, &keys, pending).await;
+                        if pending.is_empty() && announce {
+                            announce = false;
+                            let notice = PushInfo {
+                                kind: PushKind::Other(RESUBSCRIBED.into()),
+                                data: Vec::new(),
+                            };
+                            let _ = pushes.send(notice).await;
+                        }
+                    }
                     changed = switches.changed() => {
                         if changed.is_err() {
                             return;
                         }
                         for channel in &channels {
-                            if let Err(e) = conn.subscribe(channel).await {
+                            let sharded = keys.is_sharded_channel(channel);
+                            if let Err(e) = conn.subscribe(channel, sharded).await {
                                 tracing::warn!(error = %e, channel, "subscribing on the new master failed");
                             }
                         }
@@ -152,6 +197,14 @@ impl Hub {
             }
         });
         hub
+    }
+
+    /// Has every channel (`None`) or one subscribed again, in a cluster (see
+    /// [`dispatch_pushes`]).
+    pub(crate) fn resubscribe(&self, channel: Option<String>) {
+        let _ = self
+            .commands
+            .send(SubscriptionCommand::Resubscribe(channel));
     }
 
     /// Subscribes a channel (shared or not) through the manager.
@@ -297,7 +350,7 @@ impl Hub {
     /// log) that needs a catch-up, if the message revealed a gap.
     pub(crate) fn dispatch(&self, channel: &str, payload: &str) -> Option<Option<SessionId>> {
         if let Some(session) = channel.strip_prefix(&self.keys.session_channel_prefix()) {
-            let session = SessionId::parse(session)?;
+            let session = self.keys.session_of_channel(session)?;
             let mut parts = payload.splitn(3, ' ');
             match parts.next()? {
                 "e" => {
@@ -346,6 +399,37 @@ impl Hub {
         }
         None
     }
+}
+
+/// One round of subscribing `channels` again, concurrently; returns those that failed.
+///
+/// Why the hub does this itself in a cluster: after a reconnect the `redis` client
+/// resubscribes a node's sharded channels in one `SSUBSCRIBE`, which Redis refuses
+/// (`CROSSSLOT`) as soon as they span several slots (sessions' channels do), silently; and
+/// after a failover the channels' slots belong to another node. One `SSUBSCRIBE` per
+/// channel, routed by the client to the slot's current owner, works in both cases
+/// (subscribing a channel twice is harmless).
+async fn resubscribe(conn: &Conn, keys: &Keys, channels: HashSet<String>) -> HashSet<String> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for channel in channels {
+        let conn = conn.clone();
+        let sharded = keys.is_sharded_channel(&channel);
+        tasks.spawn(async move {
+            let result = conn.subscribe(&channel, sharded).await;
+            (channel, result)
+        });
+    }
+    let mut failed = HashSet::new();
+    while let Some(done) = tasks.join_next().await {
+        if let Ok((channel, Err(e))) = done {
+            tracing::debug!(error = %e, channel, "subscribing again failed; retrying");
+            failed.insert(channel);
+        }
+    }
+    if failed.is_empty() {
+        tracing::info!("pub/sub channels subscribed again after a cluster node was lost");
+    }
+    failed
 }
 
 /// Reads a session's log after `after` and forwards it in order.
@@ -401,7 +485,7 @@ pub(crate) async fn dispatch_pushes(
     while let Some(push) = pushes.recv().await {
         let mut catch_up: Vec<Option<SessionId>> = Vec::new();
         match push.kind {
-            PushKind::Message => {
+            PushKind::Message | PushKind::SMessage => {
                 let mut data = push.data.into_iter();
                 let channel: Option<String> =
                     data.next().and_then(|v| redis::from_redis_value(v).ok());
@@ -413,8 +497,29 @@ pub(crate) async fn dispatch_pushes(
                     catch_up.push(target);
                 }
             }
+            PushKind::SUnsubscribe if keys.is_sharded() => {
+                // Ours, or Redis dropping a channel whose slot moved: if we still want it,
+                // the hub subscribes it again (and then catches up).
+                let channel: Option<String> = push
+                    .data
+                    .into_iter()
+                    .next()
+                    .and_then(|v| redis::from_redis_value(v).ok());
+                if let Some(channel) = channel {
+                    hub.resubscribe(Some(channel));
+                }
+            }
+            PushKind::Other(kind) if kind == RESUBSCRIBED => {
+                let hub = hub.clone();
+                let conn = commands.clone();
+                let keys = keys.clone();
+                tokio::spawn(async move { catch_up_all_when_back(&hub, conn, &keys).await });
+            }
             PushKind::Disconnection => {
                 super::metrics::RECONNECTS.inc();
+                if keys.is_sharded() {
+                    hub.resubscribe(None);
+                }
                 tracing::warn!(
                     "pub/sub connection lost; catching up from the logs once it is back"
                 );

@@ -4,7 +4,7 @@
 //! another (`XAUTOCLAIM`) with `attempt` raised. `{<session>}:running` names the worker
 //! running each request, `{<session>}:cancelled` the requests cancelled while queued.
 
-use super::connection::{Conn, Source};
+use super::connection::{Conn, RedisMode, Source};
 use super::keys::Keys;
 use super::{RedisBus, corrupt, field_string, lock, metrics, redis_err, scripts};
 use crate::error::BusError;
@@ -22,6 +22,16 @@ impl RedisBus {
     pub(super) async fn blocking_conn(&self) -> Result<Conn, BusError> {
         self.blocking
             .get_or_try_init(|| async {
+                if self.config.mode == RedisMode::Cluster {
+                    // Bounded anyway by `next_job` (its block time + 2 s).
+                    return Conn::connect_cluster(
+                        &self.config.url,
+                        Duration::from_secs(60),
+                        None::<super::hub::PushQueue>,
+                    )
+                    .await
+                    .map_err(redis_err);
+                }
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_response_timeout(None)
                     .set_number_of_retries(usize::MAX)

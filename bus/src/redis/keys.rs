@@ -9,6 +9,7 @@ use crate::ids::{SessionId, WorkerId};
 #[derive(Debug, Clone)]
 pub struct Keys {
     prefix: String,
+    sharded: bool,
 }
 
 impl Keys {
@@ -16,7 +17,34 @@ impl Keys {
     pub fn new(prefix: &str) -> Self {
         Self {
             prefix: prefix.to_owned(),
+            sharded: false,
         }
+    }
+
+    /// Names for a Redis Cluster: session channels are sharded (`SPUBLISH`/`SSUBSCRIBE`)
+    /// and carry the session's hash tag, so each stays on the shard of the session's keys
+    /// (and the scripts that publish on them touch one slot).
+    pub fn sharded(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            sharded: true,
+        }
+    }
+
+    /// Whether session channels are sharded (a Redis Cluster).
+    pub fn is_sharded(&self) -> bool {
+        self.sharded
+    }
+
+    /// The command that publishes on a session channel: `SPUBLISH` in a cluster (the
+    /// message stays on the shard), else `PUBLISH`.
+    pub fn session_publish(&self) -> &'static str {
+        if self.sharded { "SPUBLISH" } else { "PUBLISH" }
+    }
+
+    /// Whether `channel` is subscribed with `SSUBSCRIBE`.
+    pub fn is_sharded_channel(&self, channel: &str) -> bool {
+        self.sharded && channel.starts_with(&self.session_channel_prefix())
     }
 
     /// HASH: the session record and its counters (`rec`, `level`, `cs`, `cb`, `seq`).
@@ -44,9 +72,24 @@ impl Keys {
     pub fn resource_subscribers(&self, uri: &str) -> String {
         format!("{}:{{res}}:subscribers:{uri}", self.prefix)
     }
-    /// Pub/sub channel of one session's live events and notices.
+    /// Pub/sub channel of one session's live events and notices (`P:ch:s:SID`; in a
+    /// cluster `P:ch:s:{SID}`, a sharded channel in the slot of the session's keys).
     pub fn session_channel(&self, id: &SessionId) -> String {
-        format!("{}:ch:s:{}", self.prefix, id)
+        if self.sharded {
+            format!("{}:ch:s:{{{}}}", self.prefix, id)
+        } else {
+            format!("{}:ch:s:{}", self.prefix, id)
+        }
+    }
+
+    /// The session a session channel's name (after [`Keys::session_channel_prefix`]) names.
+    pub fn session_of_channel(&self, rest: &str) -> Option<SessionId> {
+        let rest = if self.sharded {
+            rest.strip_prefix('{')?.strip_suffix('}')?
+        } else {
+            rest
+        };
+        SessionId::parse(rest)
     }
     /// The prefix of session channels, for routing incoming messages.
     pub fn session_channel_prefix(&self) -> String {

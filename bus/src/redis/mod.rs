@@ -139,38 +139,53 @@ impl RedisBus {
     /// Connects (failing fast if Redis cannot be reached now) and starts the background
     /// tasks: push dispatch, heartbeats, subscription checks. Later outages are survived.
     pub async fn connect(config: RedisBusConfig) -> Result<Arc<Self>, BusError> {
-        let source = || Source::new(&config.mode, &config.url, &config.sentinel_master);
+        let cluster = config.mode == RedisMode::Cluster;
         // Few reconnect attempts, on purpose: commands issued while the manager reconnects
         // wait for the attempt, so an outage must fail them within a few seconds (the
         // request gets a 503, readiness reports Redis down). The next command after a
         // failed attempt starts a new one, so the connection comes back with Redis.
-        let commands_config = redis::aio::ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500))
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)));
-        let commands = Conn::connect("commands", source().map_err(redis_err)?, commands_config)
-            .await
-            .map_err(redis_err)?;
+        // (A cluster connection bounds each command, retries included, to 2 s.)
+        let commands = if cluster {
+            Conn::connect_cluster(&config.url, Duration::from_secs(2), None::<hub::PushQueue>).await
+        } else {
+            let source = Source::new(&config.mode, &config.url, &config.sentinel_master)
+                .map_err(redis_err)?;
+            let commands_config = redis::aio::ConnectionManagerConfig::new()
+                .set_number_of_retries(1)
+                .set_min_delay(Duration::from_millis(50))
+                .set_max_delay(Duration::from_millis(500))
+                .set_connection_timeout(Some(Duration::from_secs(2)))
+                .set_response_timeout(Some(Duration::from_secs(2)));
+            Conn::connect("commands", source, commands_config).await
+        }
+        .map_err(redis_err)?;
 
         let (push_tx, push_rx, overflowed) = hub::push_queue(65_536);
         let pushes = push_tx.sender();
-        let pubsub_source =
-            Source::resp3(&config.mode, &config.url, &config.sentinel_master).map_err(redis_err)?;
-        // The defaults give up after ~6 s of outage and leave the connection silently
-        // unsubscribed: retry forever, at most a second apart.
-        let manager_config = redis::aio::ConnectionManagerConfig::new()
-            .set_push_sender(push_tx)
-            .set_automatic_resubscription()
-            .set_number_of_retries(usize::MAX)
-            .set_max_delay(Duration::from_secs(1))
-            .set_connection_timeout(Some(Duration::from_secs(2)));
-        let pubsub = Conn::connect("pub/sub", pubsub_source, manager_config)
-            .await
-            .map_err(redis_err)?;
+        let pubsub = if cluster {
+            // The cluster client reconnects each node by itself; the hub subscribes every
+            // channel again after a node is lost (see `hub::resubscribe`).
+            Conn::connect_cluster(&config.url, Duration::from_secs(2), Some(push_tx)).await
+        } else {
+            let pubsub_source = Source::resp3(&config.mode, &config.url, &config.sentinel_master)
+                .map_err(redis_err)?;
+            // The defaults give up after ~6 s of outage and leave the connection silently
+            // unsubscribed: retry forever, at most a second apart.
+            let manager_config = redis::aio::ConnectionManagerConfig::new()
+                .set_push_sender(push_tx)
+                .set_automatic_resubscription()
+                .set_number_of_retries(usize::MAX)
+                .set_max_delay(Duration::from_secs(1))
+                .set_connection_timeout(Some(Duration::from_secs(2)));
+            Conn::connect("pub/sub", pubsub_source, manager_config).await
+        }
+        .map_err(redis_err)?;
 
-        let keys = Keys::new(&config.prefix);
+        let keys = if cluster {
+            Keys::sharded(&config.prefix)
+        } else {
+            Keys::new(&config.prefix)
+        };
         let hub = Hub::new(keys.clone(), config.live_queue_len, pubsub.clone(), pushes);
         let bus = Arc::new(Self {
             keys: keys.clone(),

@@ -5,7 +5,8 @@ use redis::Script;
 use std::sync::LazyLock;
 
 /// Appends a session event and publishes it, with the next dense sequence number.
-/// KEYS: session, log. ARGV: log max length, channel, payload, ttl ms.
+/// KEYS: session, log. ARGV: log max length, channel, payload, ttl ms, publish command
+/// (`PUBLISH`, or `SPUBLISH` in a cluster).
 /// Returns the sequence number, or -1 when the session does not exist.
 pub static PUBLISH_EVENT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
@@ -15,7 +16,7 @@ local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], seq .. '-1', 'e', ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('PUBLISH', ARGV[2], 'e ' .. seq .. ' ' .. ARGV[3])
+redis.call(ARGV[5], ARGV[2], 'e ' .. seq .. ' ' .. ARGV[3])
 return seq
 ",
     )
@@ -25,20 +26,21 @@ return seq
 /// publishes them as one message (`b FIRST` then the payloads, one per line: compact JSON
 /// has no raw newline): `PUBLISH_EVENT` for a batch, in one round trip and one pub/sub
 /// message, which every subscribed gateway decodes once instead of once per event.
-/// KEYS: session, log. ARGV: log max length, channel, ttl ms, payload... (at least one).
+/// KEYS: session, log. ARGV: log max length, channel, ttl ms, publish command, payload...
+/// (at least one).
 /// Returns the last sequence number, or -1 when the session does not exist.
 pub static PUBLISH_EVENTS: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local n = #ARGV - 3
+local n = #ARGV - 4
 local last = redis.call('HINCRBY', KEYS[1], 'seq', n)
 local payloads = {}
 for i = 1, n do
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], (last - n + i) .. '-1', 'e', ARGV[3 + i])
-  payloads[i] = ARGV[3 + i]
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[1], (last - n + i) .. '-1', 'e', ARGV[4 + i])
+  payloads[i] = ARGV[4 + i]
 end
-redis.call('PUBLISH', ARGV[2], 'b ' .. (last - n + 1) .. ' ' .. table.concat(payloads, '\n'))
+redis.call(ARGV[4], ARGV[2], 'b ' .. (last - n + 1) .. ' ' .. table.concat(payloads, '\n'))
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return last
@@ -71,7 +73,7 @@ return redis.call('XADD', KEYS[1], '*', 'job', ARGV[2])
 });
 
 /// Ends a session. KEYS: session, log, running, cancelled, resources. ARGV: session
-/// channel, control channel, control payload. Returns `{0}` if it did not exist (its keys
+/// channel, control channel, control payload, the session channel's publish command. Returns `{0}` if it did not exist (its keys
 /// are left to `forget_session`), else `{1, principal, uri...}`: what the caller must
 /// still remove from the shared sets (another slot, so not here).
 pub static END_SESSION: LazyLock<Script> = LazyLock::new(|| {
@@ -83,7 +85,7 @@ local principal = cjson.decode(rec)['principal'] or ''
 local reply = {1, principal}
 for _, uri in ipairs(redis.call('SMEMBERS', KEYS[5])) do reply[#reply + 1] = uri end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
-redis.call('PUBLISH', ARGV[1], 'x')
+redis.call(ARGV[4], ARGV[1], 'x')
 redis.call('PUBLISH', ARGV[2], ARGV[3])
 return reply
 ",

@@ -19,33 +19,59 @@ impl RedisBus {
         let mut conn = self.conn();
         let key = self.keys.session(&record.id);
         let rec = serde_json::to_string(&record).map_err(corrupt)?;
-        let _: () = redis::pipe()
-            .atomic()
-            .hset_multiple(
-                &key,
-                &[
-                    ("rec", rec),
-                    ("cs", record.standalone_cursor.session_seq.to_string()),
-                    ("cb", record.standalone_cursor.broadcast_seq.to_string()),
-                    ("seq", "0".to_owned()),
-                ],
-            )
-            .pexpire(&key, self.ttl_ms() as i64)
+        let mut index = redis::pipe();
+        index
             .zadd(
                 self.keys.session_index(),
                 record.id.as_str(),
                 self.deadline_ms(),
             )
+            .ignore()
             .hset(
                 self.keys.session_principals(),
                 record.id.as_str(),
                 &record.principal,
             )
+            .ignore()
             .zadd(
                 self.keys.principal_sessions(&record.principal),
                 record.id.as_str(),
                 now_ms(),
             )
+            .ignore();
+        let mut hash = redis::pipe();
+        hash.hset_multiple(
+            &key,
+            &[
+                ("rec", rec),
+                ("cs", record.standalone_cursor.session_seq.to_string()),
+                ("cb", record.standalone_cursor.broadcast_seq.to_string()),
+                ("seq", "0".to_owned()),
+            ],
+        )
+        .ignore()
+        .pexpire(&key, self.ttl_ms() as i64)
+        .ignore();
+        if !conn.is_cluster() {
+            // One Redis: both in one MULTI.
+            for cmd in hash.cmd_iter() {
+                index.add_command(cmd.clone()).ignore();
+            }
+            let () = index
+                .atomic()
+                .query_async(&mut conn)
+                .await
+                .map_err(redis_err)?;
+            return Ok(());
+        }
+        // A cluster refuses a MULTI over two slots ({registry} and {SID}): two steps, the
+        // index first. Should the second fail, the index names a session that never
+        // existed, which upkeep removes once its deadline passes (as for an expired one);
+        // the other order could leave a live session no index knows, whose idle expiry
+        // nobody would announce.
+        let () = index.query_async(&mut conn).await.map_err(redis_err)?;
+        let () = hash
+            .atomic()
             .query_async(&mut conn)
             .await
             .map_err(redis_err)?;
@@ -182,6 +208,7 @@ impl RedisBus {
             .arg(self.keys.session_channel(id))
             .arg(self.keys.control_channel())
             .arg(control)
+            .arg(self.keys.session_publish())
             .invoke_async(&mut conn)
             .await
             .map_err(redis_err)?;

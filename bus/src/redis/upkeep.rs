@@ -159,7 +159,9 @@ async fn sweep_expired(bus: &RedisBus) -> Result<(), BusError> {
         })
         .map_err(corrupt)?;
         let () = redis::pipe()
-            .publish(bus.keys.session_channel(&session), "x")
+            .cmd(bus.keys.session_publish())
+            .arg(bus.keys.session_channel(&session))
+            .arg("x")
             .ignore()
             .publish(bus.keys.control_channel(), control)
             .ignore()
