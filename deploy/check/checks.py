@@ -582,6 +582,7 @@ def cmd_helm_refuses(chart: str) -> int:
         "external and bundled Redis at once": {"redis": {"url": "redis://r:6379"}},
         "no Redis at all": {"redis": {"bundled": {"enabled": False}}},
         "Sentinel mode on the bundled single Redis": {"redis": {"mode": "sentinel"}},
+        "Cluster mode on the bundled single Redis": {"redis": {"mode": "cluster"}},
         "an unknown Redis mode (schema)": {"redis": {"mode": "clustered"}},
         "grace period shorter than the drain": {"gateway": {"terminationGracePeriodSeconds": 12}},
         "auth tokens and an existing Secret": {

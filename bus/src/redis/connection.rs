@@ -20,7 +20,7 @@
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::Slot;
+use redis::cluster_routing::{Route, SingleNodeRoutingInfo, Slot, SlotAddr};
 use redis::sentinel::Sentinel;
 use redis::{Cmd, Pipeline, RedisError, RedisFuture, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -379,9 +379,13 @@ fn slot_of(cmd: &Cmd) -> Option<Slot> {
     }
 }
 
-/// Runs a non-atomic pipeline on a cluster: as it is when its commands share a slot, else
-/// as one sub-pipeline per slot (in the pipeline's order within each slot; keyless
-/// commands go with the first), run concurrently, replies put back in order.
+/// Runs a pipeline on a cluster. An atomic one (`MULTI`), or one whose keyed commands
+/// share a slot, goes as it is to that slot's master; else it runs as one sub-pipeline per
+/// slot (in the pipeline's order within each slot; keyless commands go with the first),
+/// concurrently, replies put back in order. Each goes to its slot's master explicitly: the
+/// client's own choice would count `PUBLISH`'s channel as a key (a "cross-slot" pipeline)
+/// and send a pipeline of only `DEL`/`EXISTS` (multi-key commands to the client) to a
+/// random node.
 async fn cluster_pipeline(
     conn: &ClusterConnection,
     pipeline: &Pipeline,
@@ -391,30 +395,42 @@ async fn cluster_pipeline(
     let mut groups: Vec<(Option<Slot>, Vec<usize>)> = Vec::new();
     for (i, cmd) in pipeline.cmd_iter().enumerate() {
         let slot = slot_of(cmd);
-        match groups
+        let group = groups
             .iter_mut()
-            .find(|(s, _)| slot.is_none() || *s == slot)
-        {
-            Some((_, members)) => members.push(i),
+            .find(|(s, _)| slot.is_none() || s.is_none() || *s == slot);
+        match group {
+            Some((s, members)) => {
+                if s.is_none() {
+                    *s = slot;
+                }
+                members.push(i);
+            }
             None => groups.push((slot, vec![i])),
         }
     }
+    let route = |slot: Option<Slot>| match slot {
+        Some(slot) => SingleNodeRoutingInfo::SpecificNode(Route::with_slot(slot, SlotAddr::Master)),
+        None => SingleNodeRoutingInfo::Random,
+    };
     if pipeline.is_transaction() || groups.len() <= 1 {
+        let slot = groups.first().and_then(|(s, _)| *s);
         return conn
             .clone()
-            .req_packed_commands(pipeline, offset, count)
+            .route_pipeline(pipeline.clone(), offset, count, route(slot))
             .await;
     }
     let commands: Vec<&Cmd> = pipeline.cmd_iter().collect();
     let mut tasks = tokio::task::JoinSet::new();
-    for (_, members) in groups {
+    for (slot, members) in groups {
         let mut sub = redis::pipe();
         for i in &members {
             sub.add_command(commands[*i].clone());
         }
         let mut conn = conn.clone();
+        let routing = route(slot);
         tasks.spawn(async move {
-            let replies = conn.req_packed_commands(&sub, 0, sub.len()).await;
+            let len = sub.len();
+            let replies = conn.route_pipeline(sub, 0, len, routing).await;
             (members, replies)
         });
     }

@@ -76,6 +76,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and (eq .Values.redis.mode "sentinel") (not $external) -}}
 {{- fail "redis: mode sentinel needs redis.url (or redis.existingSecret.name) listing the sentinels; the bundled Redis is a single node" -}}
 {{- end -}}
+{{- if and (eq .Values.redis.mode "cluster") (not $external) -}}
+{{- fail "redis: mode cluster needs redis.url (or redis.existingSecret.name) listing seed nodes of a Redis Cluster; the bundled Redis is a single node" -}}
+{{- end -}}
 {{- if and (not $external) (not .Values.redis.bundled.enabled) -}}
 {{- fail "redis: no Redis configured: set redis.url (or redis.existingSecret.name), or enable redis.bundled" -}}
 {{- end -}}
