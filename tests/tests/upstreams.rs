@@ -1107,7 +1107,7 @@ health_interval_ms = 200
 /// The same catalog through two gateways and two workers on Redis (workers that serve
 /// only the upstream), read by the official Python SDK 2.x client in both generations:
 /// a session (`initialize`) and 2026-07-28 (no session; the worker's own upstream
-/// session serves it).
+/// session serves it), a resource update included (a subscription, or a listen stream).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_sdk_reads_an_upstreams_catalog_through_redis_workers_in_both_generations() {
     let upstream = Gateway::start(&["--toolset", "conformance"]).expect("upstream gateway");
@@ -1191,5 +1191,10 @@ async fn the_python_sdk_reads_an_upstreams_catalog_through_redis_workers_in_both
             "{mode}: {r}"
         );
         assert_eq!(r["complete_template"], json!(["1", "123"]), "{mode}: {r}");
+        assert_eq!(
+            r["updated"],
+            json!(["test://watched-resource"]),
+            "{mode}: the upstream's resource update reaches the subscribed client: {r}"
+        );
     }
 }

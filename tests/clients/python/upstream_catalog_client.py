@@ -17,15 +17,43 @@ import anyio
 import mcp_types as types
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.subscriptions import ResourceUpdated
+
+WATCHED = "test://watched-resource"
 
 
 def text_of(content) -> str | None:
     return getattr(content, "text", None)
 
 
+def method_of(message) -> str | None:
+    for candidate in (message, getattr(message, "root", None)):
+        method = getattr(candidate, "method", None)
+        if isinstance(method, str):
+            return method
+    return None
+
+
+def uri_of(message) -> str | None:
+    for candidate in (message, getattr(message, "root", None)):
+        params = getattr(candidate, "params", None)
+        if params is not None and getattr(params, "uri", None) is not None:
+            return str(params.uri)
+    return None
+
+
 async def main(url: str, prefix: str, mode: str) -> dict:
     report: dict = {}
-    async with Client(streamable_http_client(url), mode=mode) as client:
+    updated: list[str] = []
+    got_update = anyio.Event()
+
+    async def on_message(message) -> None:
+        # A session client's resource updates arrive on its GET stream.
+        if method_of(message) == "notifications/resources/updated":
+            updated.append(uri_of(message) or "")
+            got_update.set()
+
+    async with Client(streamable_http_client(url), mode=mode, message_handler=on_message) as client:
         report["protocol_version"] = client.protocol_version
         report["prompts"] = sorted(p.name for p in (await client.list_prompts()).prompts)
         resources = (await client.list_resources()).resources
@@ -52,6 +80,23 @@ async def main(url: str, prefix: str, mode: str) -> dict:
             {"name": "id", "value": "1"},
         )
         report["complete_template"] = done.completion.values
+
+        # A subscription (session) or a listen stream (2026-07-28) hears the upstream's
+        # update of a resource it watches.
+        if client.protocol_version == "2026-07-28":
+            with anyio.move_on_after(20):
+                async with client.listen(resource_subscriptions=[WATCHED]) as subscription:
+                    await client.call_tool(prefix + "update_watched_resource", {})
+                    async for event in subscription:
+                        if isinstance(event, ResourceUpdated):
+                            updated.append(str(event.uri))
+                            break
+        else:
+            await client.subscribe_resource(WATCHED)
+            await client.call_tool(prefix + "update_watched_resource", {})
+            with anyio.move_on_after(20):
+                await got_update.wait()
+        report["updated"] = updated[:1]
     return report
 
 
