@@ -547,7 +547,53 @@ impl ToolContext {
             .await
     }
 
+    /// Relays a server-to-client request of an upstream MCP server to this call's client
+    /// and returns the client's answer, its JSON-RPC error included (for the upstream, as
+    /// is). Under 2026-07-28 (and in a task) this is [`ToolContext::input`] under `key`: a
+    /// missing answer ends the call with an `InputRequiredResult`, and the client's retry
+    /// runs the call (upstream too) again, this time with the answer.
+    pub(crate) async fn relay_request(
+        &self,
+        key: String,
+        method: &str,
+        params: Value,
+    ) -> Result<Result<Value, ErrorObject>, ToolError> {
+        if self.task().is_some() || self.call.version.is_stateless() {
+            return self
+                .input(InputRequest::new(key, method, params))
+                .await
+                .map(Ok);
+        }
+        if let Some(capability) = crate::input::capability_of(method)
+            && self.client_capabilities().get(capability).is_none()
+        {
+            return Ok(Err(ErrorObject::new(
+                jsonrpc::METHOD_NOT_FOUND,
+                format!(
+                    "the client did not declare the {capability} capability, which {method} needs"
+                ),
+            )));
+        }
+        self.send_request_raw(method, params).await
+    }
+
     async fn send_request(&self, method: &str, params: Value) -> Result<Value, ToolError> {
+        self.send_request_raw(method, params)
+            .await?
+            .map_err(|error| {
+                ToolError::failed(format!(
+                    "the client refused {method}: {} ({})",
+                    error.message, error.code
+                ))
+            })
+    }
+
+    /// Sends a request on this request's stream; the client's result, or its error.
+    async fn send_request_raw(
+        &self,
+        method: &str,
+        params: Value,
+    ) -> Result<Result<Value, ErrorObject>, ToolError> {
         if !self.call.job.streaming {
             return Err(ToolError::failed(format!(
                 "cannot send {method}: the client asked for a plain JSON response, so no stream carries requests to it"
@@ -562,17 +608,7 @@ impl ToolContext {
             reply = waiter.receive() => reply.ok_or(ToolError::Cancelled)?,
             () = self.call.cancel.cancelled() => return Err(ToolError::Cancelled),
         };
-        match response.get("error") {
-            Some(error) => {
-                let error: ErrorObject = serde_json::from_value(error.clone())
-                    .unwrap_or_else(|_| ErrorObject::internal("the client sent a malformed error"));
-                Err(ToolError::failed(format!(
-                    "the client refused {method}: {} ({})",
-                    error.message, error.code
-                )))
-            }
-            None => Ok(response.get("result").cloned().unwrap_or(Value::Null)),
-        }
+        Ok(client_answer(&response))
     }
 
     /// Asks the client to close this request's connection and reconnect with
@@ -710,6 +746,24 @@ impl SessionHandle {
         self.send(log_message(level, logger, data)).await
     }
 
+    /// Sends a request to the client on the standalone stream (an upstream's request that
+    /// belongs to no call) and waits for its answer, which may reach any gateway: the
+    /// client's result, or its JSON-RPC error. Fails when the session ends first.
+    pub(crate) async fn relay_request(
+        &self,
+        method: &str,
+        params: Value,
+    ) -> Result<Result<Value, ErrorObject>, ToolError> {
+        let id = self.shared.next_server_request_id();
+        let waiter = self.shared.expect_reply(&self.session, &id);
+        self.send(jsonrpc::request(&id, method, params)).await?;
+        let response = tokio::select! {
+            reply = waiter.receive() => reply.ok_or(ToolError::Cancelled)?,
+            () = self.closed.cancelled() => return Err(ToolError::Cancelled),
+        };
+        Ok(client_answer(&response))
+    }
+
     /// Resolves when the session ends or the worker shuts down.
     pub async fn closed(&self) {
         self.closed.cancelled().await;
@@ -725,6 +779,15 @@ impl SessionHandle {
             )
             .await?;
         Ok(())
+    }
+}
+
+/// The result of a client's JSON-RPC response, or its error.
+fn client_answer(response: &Value) -> Result<Value, ErrorObject> {
+    match response.get("error") {
+        Some(error) => Err(serde_json::from_value(error.clone())
+            .unwrap_or_else(|_| ErrorObject::internal("the client sent a malformed error"))),
+        None => Ok(response.get("result").cloned().unwrap_or(Value::Null)),
     }
 }
 

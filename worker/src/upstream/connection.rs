@@ -2,17 +2,31 @@
 //! child, with its incoming notifications tapped in arrival order and routed to the
 //! downstream call (or session) they belong to.
 
+// The SDK marks sampling, roots and logging deprecated (SEP-2577); upstreams of the
+// protocol revisions the cluster serves still use them.
+#![allow(deprecated)]
+
 use super::config::{Transport as UpstreamTransport, UpstreamConfig};
-use rmcp::model::{ClientConfig, Implementation, ServerJsonRpcMessage};
-use rmcp::service::{Peer, RoleClient, RunningService, RxJsonRpcMessage, TxJsonRpcMessage};
+use mcp_protocol::{ErrorObject, LogLevel};
+use rmcp::ErrorData as McpError;
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, CreateMessageRequestParams, CreateMessageResult,
+    ElicitRequestParams, ElicitResult, ErrorCode, Implementation, ListRootsResult, RequestId,
+    ServerJsonRpcMessage, SetLevelRequestParams,
+};
+use rmcp::service::{
+    InboundStreamOrigin, Peer, RequestContext, RoleClient, RunningService, RxJsonRpcMessage,
+    TxJsonRpcMessage,
+};
 use rmcp::transport::Transport;
 use rmcp::{ClientHandler, ServiceExt};
-use serde_json::Value;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 /// Why an upstream session could not be opened.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +50,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// before the call registered), kept this many per connection at most.
 const MAX_EARLY: usize = 256;
 
+/// A server-to-client request of the upstream (sampling, elicitation, roots, ping) on its
+/// way to a downstream client. The answer goes back on `reply`: the client's result, or a
+/// JSON-RPC error the upstream gets as is. Dropping `reply` answers with an error.
+pub(crate) struct Relayed {
+    /// `sampling/createMessage`, `elicitation/create`, `roots/list` or `ping`.
+    pub(crate) method: &'static str,
+    /// The request's params, as the upstream sent them (through the SDK's types).
+    pub(crate) params: Value,
+    /// Where the answer goes.
+    pub(crate) reply: oneshot::Sender<Result<Value, ErrorObject>>,
+}
+
 /// Where the notifications of one upstream session go.
 #[derive(Default)]
 pub(crate) struct Router {
@@ -44,15 +70,29 @@ pub(crate) struct Router {
     /// Messages not tied to a call (the upstream's GET stream): the downstream session's
     /// standalone stream in per-session mode, nowhere for a shared session.
     session: Mutex<Option<mpsc::UnboundedSender<Value>>>,
+    /// Requests not tied to a call: the downstream session's standalone stream in
+    /// per-session mode; refused with an error for a shared session.
+    session_requests: Mutex<Option<mpsc::UnboundedSender<Relayed>>>,
     /// Woken by the upstream's `notifications/tools/list_changed`.
     pub(crate) list_changed: Arc<Notify>,
 }
 
 #[derive(Default)]
 struct Calls {
-    /// (call number, progress token, sink), in start order.
-    running: Vec<(u64, Option<Value>, mpsc::UnboundedSender<Value>)>,
+    /// In start order.
+    running: Vec<Running>,
     early: Vec<Value>,
+}
+
+/// A call running in the upstream session.
+struct Running {
+    id: u64,
+    token: Option<Value>,
+    /// The id of the worker's request upstream (the stream the upstream's requests for
+    /// this call come on names it).
+    upstream_id: RequestId,
+    sink: mpsc::UnboundedSender<Value>,
+    requests: mpsc::UnboundedSender<Relayed>,
 }
 
 /// A call's registration; unregisters when dropped.
@@ -65,16 +105,19 @@ impl Drop for CallRoute {
     fn drop(&mut self) {
         lock(&self.router.calls)
             .running
-            .retain(|(id, _, _)| *id != self.id);
+            .retain(|running| running.id != self.id);
     }
 }
 
 impl Router {
-    /// Routes the upstream's messages for a call with this progress token to `sink`.
+    /// Routes the upstream's messages for a call with this progress token to `sink`, and
+    /// its requests to the client to `requests`.
     pub(crate) fn register(
         self: &Arc<Self>,
         token: Value,
+        upstream_id: RequestId,
         sink: mpsc::UnboundedSender<Value>,
+        requests: mpsc::UnboundedSender<Relayed>,
     ) -> CallRoute {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let mut calls = lock(&self.calls);
@@ -86,7 +129,13 @@ impl Router {
                 calls.early.push(message);
             }
         }
-        calls.running.push((id, Some(token), sink));
+        calls.running.push(Running {
+            id,
+            token: Some(token),
+            upstream_id,
+            sink,
+            requests,
+        });
         CallRoute {
             router: self.clone(),
             id,
@@ -96,6 +145,36 @@ impl Router {
     /// Sends the session's unsolicited messages to `sink` from now on.
     pub(crate) fn set_session_sink(&self, sink: mpsc::UnboundedSender<Value>) {
         *lock(&self.session) = Some(sink);
+    }
+
+    /// Sends the session's requests that belong to no call to `sink` from now on.
+    pub(crate) fn set_session_requests(&self, sink: mpsc::UnboundedSender<Relayed>) {
+        *lock(&self.session_requests) = Some(sink);
+    }
+
+    /// Where a server-to-client request goes: the call whose stream it came on; else (a
+    /// stdio upstream, or a server that sends it on its GET stream although a call waits
+    /// for it, as `server.createMessage` without a related request does) the call running
+    /// in this session if there is exactly one; else the session's standalone stream.
+    fn route_request(
+        &self,
+        origin: Option<&InboundStreamOrigin>,
+    ) -> Option<mpsc::UnboundedSender<Relayed>> {
+        let calls = lock(&self.calls);
+        let call = match origin {
+            Some(InboundStreamOrigin::OutboundRequest(id)) => {
+                calls.running.iter().find(|r| r.upstream_id == *id)
+            }
+            _ => match calls.running.as_slice() {
+                [only] => Some(only),
+                _ => None,
+            },
+        };
+        if let Some(call) = call {
+            return Some(call.requests.clone());
+        }
+        drop(calls);
+        lock(&self.session_requests).clone()
     }
 
     /// Takes the messages this router delivers itself; returns the others to the SDK.
@@ -113,10 +192,10 @@ impl Router {
                 match calls
                     .running
                     .iter()
-                    .find(|(_, t, _)| t.as_ref() == Some(token))
+                    .find(|r| r.token.as_ref() == Some(token))
                 {
-                    Some((_, _, sink)) => {
-                        let _ = sink.send(value);
+                    Some(running) => {
+                        let _ = running.sink.send(value);
                     }
                     None if calls.early.len() < MAX_EARLY => calls.early.push(value),
                     None => tracing::debug!("upstream progress for an unknown token dropped"),
@@ -128,8 +207,8 @@ impl Router {
                 // call runs it belongs to that call (servers send request-scoped logs on
                 // the request's stream); otherwise it goes to the session's stream.
                 let calls = lock(&self.calls);
-                if let [(_, _, sink)] = calls.running.as_slice() {
-                    let _ = sink.send(value);
+                if let [running] = calls.running.as_slice() {
+                    let _ = running.sink.send(value);
                     return None;
                 }
                 drop(calls);
@@ -194,15 +273,133 @@ impl<T: Transport<RoleClient>> Transport<RoleClient> for Tapped<T> {
     }
 }
 
-/// What the worker says it is when it initializes an upstream session.
+/// The worker as the upstream's client: what it declares at `initialize`, and where the
+/// upstream's requests to it go (the downstream client, through the call's context).
 #[derive(Clone)]
-struct Client;
+struct Client {
+    router: Arc<Router>,
+    capabilities: ClientCapabilities,
+}
+
+/// What the worker declares upstream: the downstream client's `sampling`, `elicitation`
+/// and `roots` (a per-session upstream session serves one client), or all three for a
+/// session shared by every client (a client that lacks one gets the upstream an error).
+/// `roots.listChanged` is never declared: the client's root changes are not forwarded.
+pub(crate) fn capabilities_for(downstream: Option<&Value>) -> ClientCapabilities {
+    let mut declared = serde_json::Map::new();
+    for name in ["sampling", "elicitation", "roots"] {
+        let value = match downstream {
+            Some(client) => match client.get(name) {
+                Some(Value::Object(_)) if name == "roots" => json!({}),
+                Some(v @ Value::Object(_)) => v.clone(),
+                _ => continue,
+            },
+            None => json!({}),
+        };
+        declared.insert(name.to_owned(), value);
+    }
+    serde_json::from_value(Value::Object(declared)).unwrap_or_default()
+}
+
+impl Client {
+    /// Hands a request of the upstream to the downstream call (or session) it belongs to
+    /// and waits for the client's answer.
+    async fn relay<T: DeserializeOwned>(
+        &self,
+        method: &'static str,
+        params: Value,
+        context: &RequestContext<RoleClient>,
+    ) -> Result<T, McpError> {
+        let origin = context.extensions.get::<InboundStreamOrigin>();
+        let Some(target) = self.router.route_request(origin) else {
+            return Err(McpError::new(
+                ErrorCode::INVALID_REQUEST,
+                format!(
+                    "{method} cannot reach a client: it came outside any call the gateway can tell, and this upstream session serves no single downstream session"
+                ),
+                None,
+            ));
+        };
+        let (reply, answer) = oneshot::channel();
+        let gone = || {
+            McpError::internal_error(
+                format!("the downstream call ended before its client answered {method}"),
+                None,
+            )
+        };
+        target
+            .send(Relayed {
+                method,
+                params,
+                reply,
+            })
+            .map_err(|_| gone())?;
+        let value = tokio::select! {
+            answer = answer => answer.map_err(|_| gone())?,
+            () = context.ct.cancelled() => return Err(McpError::internal_error("cancelled by the upstream", None)),
+        }
+        .map_err(|e| {
+            McpError::new(
+                ErrorCode(i32::try_from(e.code).unwrap_or(ErrorCode::INTERNAL_ERROR.0)),
+                e.message,
+                e.data,
+            )
+        })?;
+        serde_json::from_value(value).map_err(|e| {
+            McpError::internal_error(
+                format!("the downstream client's answer to {method} is malformed: {e}"),
+                None,
+            )
+        })
+    }
+}
 
 impl ClientHandler for Client {
     fn get_info(&self) -> ClientConfig {
         let mut info = ClientConfig::default();
         info.client_info = Implementation::new("mcp-notify-gateway", env!("CARGO_PKG_VERSION"));
+        info.capabilities = self.capabilities.clone();
         info
+    }
+
+    async fn ping(&self, context: RequestContext<RoleClient>) -> Result<(), McpError> {
+        // A ping no call takes is the worker's to answer: it is the upstream's client.
+        if self
+            .router
+            .route_request(context.extensions.get::<InboundStreamOrigin>())
+            .is_none()
+        {
+            return Ok(());
+        }
+        self.relay::<Value>("ping", json!({}), &context).await?;
+        Ok(())
+    }
+
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, McpError> {
+        let params = serde_json::to_value(params)
+            .map_err(|e| McpError::invalid_params(e.to_string(), None))?;
+        self.relay("sampling/createMessage", params, &context).await
+    }
+
+    async fn create_elicitation(
+        &self,
+        params: ElicitRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, McpError> {
+        let params = serde_json::to_value(params)
+            .map_err(|e| McpError::invalid_params(e.to_string(), None))?;
+        self.relay("elicitation/create", params, &context).await
+    }
+
+    async fn list_roots(
+        &self,
+        context: RequestContext<RoleClient>,
+    ) -> Result<ListRootsResult, McpError> {
+        self.relay("roots/list", json!({}), &context).await
     }
 }
 
@@ -215,6 +412,8 @@ pub(crate) struct Connection {
     pub(crate) pid: Option<u32>,
     /// The upstream's name (the sessions-open gauge's label).
     upstream: String,
+    /// The log level last sent upstream with `logging/setLevel` (per-session mode).
+    level_sent: Mutex<Option<LogLevel>>,
 }
 
 impl Drop for Connection {
@@ -228,8 +427,15 @@ impl Drop for Connection {
 impl Connection {
     /// Opens a session: HTTP `initialize`, or spawns the child and initializes it. A child
     /// that does not finish `initialize` in time is killed (dropping the transport kills it).
-    pub(crate) async fn open(config: &UpstreamConfig) -> Result<Self, ConnectError> {
+    pub(crate) async fn open(
+        config: &UpstreamConfig,
+        capabilities: ClientCapabilities,
+    ) -> Result<Self, ConnectError> {
         let router = Arc::new(Router::default());
+        let client = Client {
+            router: router.clone(),
+            capabilities,
+        };
         let timeout = config.connect_timeout;
         let (service, pid) = match &config.transport {
             UpstreamTransport::Http { url, headers } => {
@@ -254,7 +460,7 @@ impl Connection {
                     inner: transport,
                     router: router.clone(),
                 };
-                (initialize(tapped, timeout).await?, None)
+                (initialize(client, tapped, timeout).await?, None)
             }
             UpstreamTransport::Stdio {
                 command,
@@ -273,7 +479,7 @@ impl Connection {
                     inner: transport,
                     router: router.clone(),
                 };
-                (initialize(tapped, timeout).await?, pid)
+                (initialize(client, tapped, timeout).await?, pid)
             }
         };
         super::metrics::SESSIONS
@@ -285,7 +491,48 @@ impl Connection {
             service: Mutex::new(Some(service)),
             pid,
             upstream: config.name.clone(),
+            level_sent: Mutex::new(None),
         })
+    }
+
+    /// Whether the upstream declared the `logging` capability (takes `logging/setLevel`).
+    pub(crate) fn takes_log_level(&self) -> bool {
+        self.peer
+            .peer_info()
+            .is_some_and(|info| info.capabilities.logging.is_some())
+    }
+
+    /// Sends the downstream session's log level upstream (`logging/setLevel`) if the
+    /// upstream takes it and it is not the one it has; the cluster still filters too.
+    pub(crate) async fn sync_log_level(
+        &self,
+        level: Option<LogLevel>,
+        timeout: std::time::Duration,
+    ) {
+        let Some(level) = level else {
+            return;
+        };
+        if !self.takes_log_level() || *lock(&self.level_sent) == Some(level) {
+            return;
+        }
+        let Ok(upstream_level) = serde_json::from_value(json!(level.as_str())) else {
+            return;
+        };
+        match tokio::time::timeout(
+            timeout,
+            self.peer
+                .set_level(SetLevelRequestParams::new(upstream_level)),
+        )
+        .await
+        {
+            Ok(Ok(())) => *lock(&self.level_sent) = Some(level),
+            Ok(Err(e)) => {
+                tracing::debug!(upstream = %self.upstream, error = %e, "logging/setLevel upstream failed; the cluster filters")
+            }
+            Err(_) => {
+                tracing::debug!(upstream = %self.upstream, "logging/setLevel upstream timed out; the cluster filters")
+            }
+        }
     }
 
     /// Whether the session is gone (transport closed).
@@ -305,13 +552,14 @@ impl Connection {
 }
 
 async fn initialize<T>(
+    client: Client,
     transport: T,
     timeout: std::time::Duration,
 ) -> Result<RunningService<RoleClient, Client>, ConnectError>
 where
     T: Transport<RoleClient> + 'static,
 {
-    match tokio::time::timeout(timeout, Client.serve(transport)).await {
+    match tokio::time::timeout(timeout, client.serve(transport)).await {
         Ok(Ok(service)) => Ok(service),
         Ok(Err(e)) => Err(ConnectError::Initialize(e.to_string())),
         Err(_) => Err(ConnectError::Timeout(timeout.as_millis())),

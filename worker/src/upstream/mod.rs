@@ -16,6 +16,7 @@ mod catalog;
 pub mod config;
 mod connection;
 pub mod metrics;
+mod relay;
 mod stdio;
 
 pub use config::{SessionMode, UpstreamArgs, UpstreamConfig};
@@ -214,7 +215,7 @@ impl Upstream {
         let slot = lock(&self.main).clone();
         let conn = slot
             .get_or_try_init(|| async {
-                let conn = Connection::open(&self.config)
+                let conn = Connection::open(&self.config, connection::capabilities_for(None))
                     .await
                     .map(Arc::new)
                     .map_err(|e| ConnectFailure(e.to_string()))?;
@@ -374,7 +375,10 @@ impl Upstream {
         let result = slot
             .get_or_try_init(|| async {
                 let conn = Arc::new(
-                    Connection::open(&self.config)
+                    Connection::open(
+                        &self.config,
+                        connection::capabilities_for(Some(ctx.client_capabilities())),
+                    )
                         .await
                         .map_err(|e| ConnectFailure(e.to_string()))?,
                 );
@@ -411,6 +415,9 @@ impl Upstream {
         let (Some(bus), Some(handle)) = (self.bus.get().cloned(), ctx.session()) else {
             return;
         };
+        let (requests, incoming) = mpsc::unbounded_channel();
+        conn.router.set_session_requests(requests);
+        relay::serve_session_requests(handle.clone(), incoming);
         let (tx, mut rx) = mpsc::unbounded_channel::<Value>();
         conn.router.set_session_sink(tx);
         let min_level = ctx.log_level();
@@ -550,9 +557,13 @@ impl Upstream {
                 ))
             })?
             .map_err(|_| self.unavailable("shutting down"))?;
-        let conn = self
-            .connection_for(ctx, ctx.protocol_version().is_stateless())
-            .await?;
+        let stateless = ctx.protocol_version().is_stateless();
+        let conn = self.connection_for(ctx, stateless).await?;
+        if self.config.session_mode == SessionMode::PerSession && !stateless {
+            // The session's own upstream session: its level is the client's to set.
+            conn.sync_log_level(ctx.log_level(), self.config.connect_timeout)
+                .await;
+        }
         let options = PeerRequestOptions::with_timeout(timeout);
         let handle = conn
             .peer
@@ -561,11 +572,16 @@ impl Upstream {
             .map_err(|e| self.failed(&e))?;
         let outage = lock(&self.outage).clone();
         let (tx, mut rx) = mpsc::unbounded_channel();
+        let (requests_tx, mut requests_rx) = mpsc::unbounded_channel();
+        let (requests, mut ended) = relay::CallRequests::new(ctx);
         let token = serde_json::to_value(&handle.progress_token).unwrap_or(Value::Null);
-        let _route = conn.router.register(token, tx);
+        let _route = conn
+            .router
+            .register(token, handle.id.clone(), tx, requests_tx);
         let mut guard = CancelGuard {
             peer: Some(conn.peer.clone()),
             id: handle.id.clone(),
+            requests: Some(requests),
         };
         let response = handle.await_response();
         tokio::pin!(response);
@@ -573,6 +589,12 @@ impl Upstream {
             tokio::select! {
                 biased;
                 Some(message) = rx.recv() => forward(ctx, message).await,
+                Some(request) = requests_rx.recv() => {
+                    if let Some(requests) = guard.requests.as_mut() {
+                        requests.start(request);
+                    }
+                }
+                Some(error) = ended.recv() => return Err(error),
                 result = &mut response => break result,
                 () = outage.cancelled() => {
                     return Err(ToolError::Protocol(ErrorObject::internal(format!(
@@ -638,6 +660,10 @@ impl Drop for Outcome<'_> {
 struct CancelGuard {
     peer: Option<rmcp::service::Peer<rmcp::service::RoleClient>>,
     id: rmcp::model::RequestId,
+    /// The call's requests to the client still waiting: dropped (the upstream gets an
+    /// error for each) only once the cancellation is sent, so the upstream hears that its
+    /// call is cancelled before it hears that its request failed.
+    requests: Option<relay::CallRequests>,
 }
 
 impl Drop for CancelGuard {
@@ -646,12 +672,14 @@ impl Drop for CancelGuard {
             return;
         };
         let id = self.id.clone();
+        let requests = self.requests.take();
         tokio::spawn(async move {
             let params = rmcp::model::CancelledNotificationParam::new(
                 Some(id),
                 Some("cancelled by the downstream client".into()),
             );
             let _ = peer.notify_cancelled(params).await;
+            drop(requests);
         });
     }
 }
