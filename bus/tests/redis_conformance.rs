@@ -159,42 +159,85 @@ async fn the_idle_ttl_is_one_cluster_wide_setting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_workers_job_is_redelivered() {
     let redis = RedisServer::start().expect("redis-server");
-    let url = redis.url();
+    dead_workers_job_is_redelivered(&redis.url(), mcp_bus::RedisMode::Single).await;
+}
+
+/// The same on a Redis Cluster, where jobs spread over several streams on different slots
+/// (each read by every worker), several jobs in a row so every stream gets one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_workers_job_is_redelivered_in_a_cluster() {
+    let setup = ClusterSetup::start().expect("cluster set-up");
+    dead_workers_job_is_redelivered(&setup.urls(), mcp_bus::RedisMode::Cluster).await;
+}
+
+async fn dead_workers_job_is_redelivered(url: &str, mode: mcp_bus::RedisMode) {
     let prefix = format!("t{}", rand::random::<u32>());
     let tune = |c: &mut RedisBusConfig| {
+        c.mode = mode.clone();
         c.job_claim_idle = Duration::from_millis(600);
         c.heartbeat = Duration::from_millis(200);
     };
-    let dead = connect(&url, Some(&prefix), tune).await;
-    let alive = connect(&url, Some(&prefix), tune).await;
     let record = conformance::record();
-    alive.create_session(record.clone()).await.unwrap();
-    let first_worker = WorkerId::generate();
-    // Both consumers exist before the job is queued (the group is made on first read).
-    let taken = tokio::spawn({
-        let dead = dead.clone();
-        let worker = first_worker.clone();
-        async move { dead.next_job(&worker).await }
-    });
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    alive.enqueue(job(&record.id, 1)).await.unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(5), taken)
+    // Queues the jobs (in turn over the streams) and never takes one.
+    let gateway = connect(url, Some(&prefix), tune).await;
+    gateway.create_session(record.clone()).await.unwrap();
+    let streams = if mode == mcp_bus::RedisMode::Cluster {
+        mcp_bus::redis::keys::Keys::CLUSTER_JOB_STREAMS
+    } else {
+        1
+    };
+    // A job on each stream, each taken by a worker that then dies.
+    for n in 0..streams as i64 {
+        let dead = connect(url, Some(&prefix), tune).await;
+        let first_worker = WorkerId::generate();
+        // Both consumers exist before the job is queued (the group is made on first read).
+        let taken = tokio::spawn({
+            let dead = dead.clone();
+            let worker = first_worker.clone();
+            async move { dead.next_job(&worker).await }
+        });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        gateway.enqueue(job(&record.id, n)).await.unwrap();
+        let first = tokio::time::timeout(Duration::from_secs(5), taken)
+            .await
+            .expect("a worker takes the job")
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.attempt, 0);
+        // The process that took it dies: nothing refreshes the job any more.
+        gone(dead).await;
+        let alive = connect(url, Some(&prefix), tune).await;
+        let second = tokio::time::timeout(
+            Duration::from_secs(10),
+            alive.next_job(&WorkerId::generate()),
+        )
         .await
-        .expect("a worker takes the job")
-        .unwrap()
+        .expect("the job is redelivered")
         .unwrap();
-    assert_eq!(first.attempt, 0);
-    // The process that took it dies: nothing refreshes the job any more.
-    drop(dead);
-    let second = tokio::time::timeout(
-        Duration::from_secs(10),
-        alive.next_job(&WorkerId::generate()),
-    )
+        assert_eq!(second.request_id, first.request_id);
+        assert_eq!(second.attempt, 1);
+        alive
+            .finish_job(&WorkerId::generate(), &second)
+            .await
+            .unwrap();
+        // This one reads no further job: the next must go to the next `dead`.
+        gone(alive).await;
+    }
+    assert_eq!(gateway.stats().await.unwrap().jobs_in_flight, 0);
+}
+
+/// Drops a bus and waits until it is gone: none of its tasks (job stream readers) holds it
+/// any more, so none of its connections reads jobs.
+async fn gone(bus: Arc<RedisBus>) {
+    let weak = Arc::downgrade(&bus);
+    drop(bus);
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while weak.strong_count() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
     .await
-    .expect("the job is redelivered")
-    .unwrap();
-    assert_eq!(second.request_id, first.request_id);
-    assert_eq!(second.attempt, 1);
+    .expect("the bus is dropped by its tasks");
 }
 
 /// Mixed traffic with a short idle TTL, then silence: once the TTL has passed, the key

@@ -146,6 +146,39 @@ async fn sessions_spread_over_gateways_workers_and_shards() {
         held.iter().map(|(m, k)| (*m, k.len())).collect::<Vec<_>>()
     );
 
+    // Jobs spread too: the job streams that carried calls live on more than one master.
+    let mut job_shards = HashSet::new();
+    let mut jobs_added = 0;
+    for stream in 0..8 {
+        let key = format!("mcpgw:{{jobs:{stream}}}:stream");
+        let master = setup.master_of(&key).unwrap();
+        let Ok(info) = setup.nodes[master].command(&["XINFO", "STREAM", &key]) else {
+            continue; // never used
+        };
+        let added = info
+            .items()
+            .chunks(2)
+            .find(|kv| kv[0].text().as_deref() == Some("entries-added"))
+            .and_then(|kv| match kv.get(1) {
+                Some(e2e_tests::redis::Reply::Int(n)) => Some(*n),
+                _ => None,
+            })
+            .unwrap_or(0);
+        if added > 0 {
+            job_shards.insert(master);
+            jobs_added += added;
+        }
+    }
+    eprintln!(
+        "jobs: {jobs_added} over the job streams of {} masters",
+        job_shards.len()
+    );
+    assert!(
+        jobs_added >= 6,
+        "the calls above went through the job streams"
+    );
+    assert!(job_shards.len() >= 2, "jobs on one shard only");
+
     // DELETE through g0 ends the session everywhere: g1's stream closes, g1 answers 404.
     assert_eq!(a0.delete().await.unwrap(), 204);
     assert_eq!(standalone.next_log(WAIT).await.unwrap(), None);

@@ -12,13 +12,18 @@ impl RedisBus {
         let workers = self.live_workers().await?.len() as u64;
         let mut conn = self.conn();
         let live_since = now_ms().saturating_sub(self.config.liveness().as_millis() as u64);
-        let (gateways, sessions, jobs): (u64, u64, u64) = redis::pipe()
-            .zcount(self.keys.gateway_heartbeats(), live_since, "+inf")
-            .zcount(self.keys.session_index(), now_ms(), "+inf")
-            .xlen(self.keys.jobs())
-            .query_async(&mut conn)
-            .await
-            .map_err(redis_err)?;
+        let mut pipe = redis::pipe();
+        pipe.zcount(self.keys.gateway_heartbeats(), live_since, "+inf")
+            .zcount(self.keys.session_index(), now_ms(), "+inf");
+        for stream in 0..self.keys.job_streams() {
+            pipe.xlen(self.keys.job_stream(stream));
+        }
+        let counts: Vec<u64> = pipe.query_async(&mut conn).await.map_err(redis_err)?;
+        let (gateways, sessions) = (
+            counts.first().copied().unwrap_or(0),
+            counts.get(1).copied().unwrap_or(0),
+        );
+        let jobs = counts.iter().skip(2).sum();
         Ok(ClusterStats {
             gateways,
             sessions,

@@ -108,8 +108,31 @@ impl Keys {
         format!("{}:ch:broadcast", self.prefix)
     }
     /// STREAM: the job queue, read by the consumer group [`Keys::JOB_GROUP`]; field `job`.
+    /// On one Redis the only job stream; in a cluster see [`Keys::job_stream`].
     pub fn jobs(&self) -> String {
         format!("{}:{{jobs}}:stream", self.prefix)
+    }
+    /// How many job streams there are: one on one Redis, [`Keys::CLUSTER_JOB_STREAMS`] in a
+    /// cluster (every process of a deployment must agree, so it is not a setting).
+    pub fn job_streams(&self) -> usize {
+        if self.sharded {
+            Self::CLUSTER_JOB_STREAMS
+        } else {
+            1
+        }
+    }
+    /// Job streams in a cluster: eight hash tags (`{jobs:0}` .. `{jobs:7}`), whose slots
+    /// fall in all three thirds of the slot space, so a 3-master cluster made by
+    /// `redis-cli --cluster create` carries jobs on every master (2, 2 and 4 streams).
+    pub const CLUSTER_JOB_STREAMS: usize = 8;
+    /// STREAM `i` of the job queue: [`Keys::jobs`] on one Redis, `P:{jobs:i}:stream` in a
+    /// cluster.
+    pub fn job_stream(&self, i: usize) -> String {
+        if self.sharded {
+            format!("{}:{{jobs:{i}}}:stream", self.prefix)
+        } else {
+            self.jobs()
+        }
     }
     /// The consumer group of workers on the job stream.
     pub const JOB_GROUP: &'static str = "workers";

@@ -115,8 +115,19 @@ pub struct RedisBus {
     /// checkout (deadpool-redis's recycle sent `UNWATCH` + `PING` first) plus the command.
     commands: Conn,
     hub: Arc<Hub>,
-    /// A connection of its own for `XREADGROUP BLOCK` (no response timeout), made on first use.
-    blocking: OnceCell<Conn>,
+    /// A connection of its own per job stream for `XREADGROUP BLOCK` (no response
+    /// timeout), made on first use.
+    blocking: Vec<OnceCell<Conn>>,
+    /// With several job streams: the queue this process's stream readers fill (started by
+    /// the first `next_job`).
+    job_readers: std::sync::OnceLock<async_channel::Receiver<Job>>,
+    /// Callers of `next_job` waiting for the job stream readers, and their signal.
+    job_demand: std::sync::atomic::AtomicUsize,
+    job_wanted: Arc<tokio::sync::Notify>,
+    /// The job stream the next `enqueue` goes to (in turn).
+    job_turn: std::sync::atomic::AtomicUsize,
+    /// This bus, for the tasks it starts on demand (the job stream readers).
+    me: std::sync::Weak<RedisBus>,
     /// Delivery ids of jobs this process is running, kept fresh so no one claims them.
     running_jobs: Mutex<HashSet<String>>,
     broadcasts_ready: OnceCell<()>,
@@ -187,11 +198,16 @@ impl RedisBus {
             Keys::new(&config.prefix)
         };
         let hub = Hub::new(keys.clone(), config.live_queue_len, pubsub.clone(), pushes);
-        let bus = Arc::new(Self {
+        let bus = Arc::new_cyclic(|me| Self {
+            blocking: (0..keys.job_streams()).map(|_| OnceCell::new()).collect(),
+            job_readers: std::sync::OnceLock::new(),
+            job_turn: std::sync::atomic::AtomicUsize::new(0),
+            job_demand: std::sync::atomic::AtomicUsize::new(0),
+            job_wanted: Arc::new(tokio::sync::Notify::new()),
+            me: me.clone(),
             keys: keys.clone(),
             commands: commands.clone(),
             hub: hub.clone(),
-            blocking: OnceCell::new(),
             running_jobs: Mutex::new(HashSet::new()),
             broadcasts_ready: OnceCell::new(),
             control_ready: OnceCell::new(),

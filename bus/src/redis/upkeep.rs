@@ -54,14 +54,19 @@ pub(super) async fn maintain(bus: std::sync::Weak<RedisBus>, pubsub: Conn) {
             tracing::debug!(error = %e, "sweeping expired sessions failed");
         }
         let running: Vec<String> = lock(&bus.running_jobs).iter().cloned().collect();
-        if !running.is_empty() {
+        let mut by_stream: std::collections::BTreeMap<usize, Vec<&str>> = Default::default();
+        for delivery in &running {
+            let (stream, id) = super::jobs::parse_delivery(delivery);
+            by_stream.entry(stream).or_default().push(id);
+        }
+        for (stream, ids) in by_stream {
             // XCLAIM to ourselves resets the idle time: the job is alive.
             let refreshed: redis::RedisResult<redis::Value> = redis::cmd("XCLAIM")
-                .arg(bus.keys.jobs())
+                .arg(bus.keys.job_stream(stream))
                 .arg(Keys::JOB_GROUP)
                 .arg(running_owner(&bus))
                 .arg(0)
-                .arg(&running)
+                .arg(&ids)
                 .arg("JUSTID")
                 .query_async(&mut conn)
                 .await;
