@@ -2,6 +2,7 @@
 //! `resources/templates/list`, `prompts/list`).
 
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// A resource a server offers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,6 +21,10 @@ pub struct Resource {
     /// Its MIME type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mime_type: Option<String>,
+    /// The descriptor's other fields (`size`, `annotations`, `icons`, `_meta`, …), kept as
+    /// they came: an upstream server's resources are listed with every field.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// A family of resources named by a URI template (RFC 6570 level 1: `{name}`).
@@ -36,6 +41,10 @@ pub struct ResourceTemplate {
     /// Their MIME type.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mime_type: Option<String>,
+    /// The descriptor's other fields (`title`, `annotations`, `icons`, `_meta`, …), kept
+    /// as they came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// A prompt a server offers.
@@ -53,6 +62,9 @@ pub struct Prompt {
     /// Its arguments.
     #[serde(default)]
     pub arguments: Vec<PromptArgument>,
+    /// The descriptor's other fields (`icons`, `_meta`, …), kept as they came.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 /// One argument of a prompt.

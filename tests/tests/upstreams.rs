@@ -1198,3 +1198,125 @@ async fn the_python_sdk_reads_an_upstreams_catalog_through_redis_workers_in_both
         );
     }
 }
+
+/// A stdio upstream's catalog (a FastMCP server, `bench/peers/fastmcp/catalog.py`) keeps
+/// every field of its descriptors (titles, annotations, icons, `_meta`) through the
+/// cluster, and its template, prompt and completions answer under the prefix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stdio_upstreams_catalog_keeps_every_field() {
+    let python = e2e_tests::tools::fastmcp_peer().expect("fastmcp venv");
+    let script = repo().join("bench/peers/fastmcp/catalog.py");
+    let spec = format!("notes=stdio:{} {}", python.display(), script.display());
+    let gateway = Gateway::start(&["--upstream", &spec]).expect("gateway");
+    let mut client = RawClient::new(&gateway.url());
+    client.initialize("2025-11-25").await.unwrap();
+    let start = Instant::now();
+    let resources = loop {
+        let list = client
+            .request(1, "resources/list", json!({}))
+            .await
+            .unwrap();
+        let found = list["result"]["resources"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["uri"] == "note://readme")
+            .cloned();
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(start.elapsed() < WAIT, "never listed: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        resources,
+        json!({
+            "uri": "note://readme",
+            "name": "notes_readme",
+            "title": "Read me",
+            "description": "The first note",
+            "mimeType": "text/markdown",
+            "icons": [{"src": "https://example.com/icon.png", "mimeType": "image/png"}],
+            "annotations": {"audience": ["user"], "priority": 0.5},
+            "_meta": {"example.com/kind": "note"},
+        })
+    );
+    let templates = client
+        .request(2, "resources/templates/list", json!({}))
+        .await
+        .unwrap();
+    let template = templates["result"]["resourceTemplates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|t| t["uriTemplate"] == "note://items/{item}")
+        .cloned()
+        .unwrap_or_else(|| panic!("{templates}"));
+    assert_eq!(template["name"], "notes_item", "{template}");
+    assert_eq!(template["title"], "An item", "{template}");
+    assert_eq!(
+        template["_meta"],
+        json!({"example.com/kind": "item"}),
+        "{template}"
+    );
+    let prompts = client.request(3, "prompts/list", json!({})).await.unwrap();
+    let prompt = prompts["result"]["prompts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["name"] == "notes_summarize")
+        .cloned()
+        .unwrap_or_else(|| panic!("{prompts}"));
+    assert_eq!(prompt["title"], "Summarize", "{prompt}");
+    assert_eq!(
+        prompt["icons"][0]["src"], "https://example.com/icon.png",
+        "{prompt}"
+    );
+    assert_eq!(prompt["arguments"][0]["name"], "topic", "{prompt}");
+
+    let r = client
+        .request(4, "resources/read", json!({"uri": "note://items/42"}))
+        .await
+        .unwrap();
+    assert_eq!(r["result"]["contents"][0]["text"], "item 42", "{r}");
+    let r = client
+        .request(
+            5,
+            "prompts/get",
+            json!({"name": "notes_summarize", "arguments": {"topic": "pears"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r["result"]["messages"][0]["content"]["text"], "Summarize pears.",
+        "{r}"
+    );
+    let r = client
+        .request(
+            6,
+            "completion/complete",
+            json!({"ref": {"type": "ref/prompt", "name": "notes_summarize"},
+                   "argument": {"name": "topic", "value": "ap"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r["result"]["completion"]["values"],
+        json!(["apples", "apricots"]),
+        "{r}"
+    );
+    let r = client
+        .request(
+            7,
+            "completion/complete",
+            json!({"ref": {"type": "ref/resource", "uri": "note://items/{item}"},
+                   "argument": {"name": "item", "value": "a"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r["result"]["completion"]["values"],
+        json!(["a1", "a2"]),
+        "{r}"
+    );
+}

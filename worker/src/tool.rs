@@ -381,6 +381,7 @@ impl ToolSet {
                     title: None,
                     description: Some(description.to_owned()),
                     arguments,
+                    extra: Default::default(),
                 },
                 validator,
                 get: Box::new(erased),

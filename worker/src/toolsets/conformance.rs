@@ -212,6 +212,7 @@ pub fn tools() -> ToolSet {
                 title: Some("Static text".into()),
                 description: Some("A text resource whose content never changes".into()),
                 mime_type: Some("text/plain".into()),
+                extra: Default::default(),
             },
             |_: ToolContext| async {
                 Ok(vec![ResourceContents::text(
@@ -228,6 +229,7 @@ pub fn tools() -> ToolSet {
                 title: Some("Static binary".into()),
                 description: Some("A 1x1 PNG".into()),
                 mime_type: Some("image/png".into()),
+                extra: Default::default(),
             },
             |_: ToolContext| async {
                 Ok(vec![ResourceContents::blob(
@@ -244,6 +246,7 @@ pub fn tools() -> ToolSet {
                 title: Some("Watched resource".into()),
                 description: Some("Subscribe to it; update_watched_resource changes it".into()),
                 mime_type: Some("text/plain".into()),
+                extra: Default::default(),
             },
             |_: ToolContext| async {
                 Ok(vec![ResourceContents::text(
@@ -259,6 +262,7 @@ pub fn tools() -> ToolSet {
                 name: "template-data".into(),
                 description: Some("Data for an id".into()),
                 mime_type: Some("application/json".into()),
+                extra: Default::default(),
             },
             |_: ToolContext, uri: String, vars: HashMap<String, String>| async move {
                 let id = vars.get("id").cloned().unwrap_or_default();

@@ -129,6 +129,7 @@ pub fn tools() -> ToolSet {
                 title: Some("Last broadcast".into()),
                 description: Some("The last message sent with the broadcast tool: message, level and time. Subscribe (subscriptions/listen) to hear of new ones.".into()),
                 mime_type: Some("application/json".into()),
+                extra: Default::default(),
             },
             read_broadcast,
         )
@@ -138,6 +139,7 @@ pub fn tools() -> ToolSet {
                 name: "background-task".into(),
                 description: Some("A background task started without a session: its ticks so far".into()),
                 mime_type: Some("application/json".into()),
+                extra: Default::default(),
             },
             read_task,
         )

@@ -520,6 +520,7 @@ mod tests {
             title: None,
             description: None,
             mime_type: None,
+            extra: Map::new(),
         }
     }
 
@@ -529,6 +530,7 @@ mod tests {
             name: name.into(),
             description: None,
             mime_type: None,
+            extra: Map::new(),
         }
     }
 
@@ -538,6 +540,7 @@ mod tests {
             title: None,
             description: None,
             arguments: Vec::new(),
+            extra: Map::new(),
         }
     }
 
