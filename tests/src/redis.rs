@@ -472,6 +472,20 @@ impl ClusterSetup {
         })
     }
 
+    /// Every node still up but `down` says `cluster_state:ok` (after a failover).
+    pub fn ready_without(&self, down: usize) -> bool {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| *i != down && n.child.is_some())
+            .all(|(_, n)| {
+                n.command(&["CLUSTER", "INFO"])
+                    .ok()
+                    .and_then(|r| r.text())
+                    .is_some_and(|t| t.contains("cluster_state:ok"))
+            })
+    }
+
     /// `redis://127.0.0.1:P1,...` (every node): the bus's `--redis-url` in
     /// `--redis-mode cluster`.
     pub fn urls(&self) -> String {

@@ -1,7 +1,8 @@
 //! Redis Cluster as the bus: a real cluster (three masters, three replicas) started here,
 //! two gateways and two workers in `--redis-mode cluster`, one session spread over them
 //! (calls on one gateway, the stream on the other), resumption, cancellation, broadcasts,
-//! a 2026-07-28 call, and proof that sessions really are spread over the shards.
+//! a 2026-07-28 call, proof that sessions and jobs really are spread over the shards, and
+//! the loss of a shard's master under calls.
 
 use e2e_tests::client::messages;
 use e2e_tests::wait_for_workers;
@@ -254,4 +255,149 @@ async fn streams_resume_on_another_gateway_and_cancellation_crosses_them() {
         "no response after a cancellation"
     );
     assert!(rest.len() < 200, "the tool stopped");
+}
+
+/// No call may take longer than this: below the 15 s job-claim timeout, above the
+/// gateway's job timeout (set to 8 s here) that answers a job lost with the old master.
+const CALL_BOUND: Duration = Duration::from_secs(12);
+
+#[derive(Debug, Default)]
+struct Outcomes {
+    ok: u32,
+    errors: Vec<String>,
+    hung: u32,
+    slowest: Duration,
+}
+
+/// The master of the shard holding a session is SIGKILLed while four clients call tools in
+/// that session: every call completes or gets an error within a bound, the cluster
+/// promotes the replica, and calls in the same session (whose channel must be subscribed
+/// again on the new master) succeed again through the same gateway and worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_survive_the_loss_of_a_shards_master() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Instant;
+
+    let mut setup = ClusterSetup::start().expect("cluster");
+    let urls = setup.urls();
+    let mut args = vec!["--redis-url", urls.as_str(), "--job-timeout-secs", "8"];
+    args.extend_from_slice(&CLUSTER);
+    let gateway = Gateway::start(&args).expect("gateway");
+    let worker = worker(&urls);
+    let mut client = RawClient::new(&gateway.url());
+    client.initialize("2025-11-25").await.unwrap();
+    wait_for_workers(&client, 1).await.unwrap();
+    let session_key = format!("mcpgw:{{{}}}:session", client.session.clone().unwrap());
+    let victim = setup.master_of(&session_key).unwrap();
+
+    let client = Arc::new(client);
+    let stop = Arc::new(AtomicBool::new(false));
+    let outcomes = Arc::new(std::sync::Mutex::new(Outcomes::default()));
+    let mut callers = Vec::new();
+    for caller in 0..4i64 {
+        let (client, stop, outcomes) = (client.clone(), stop.clone(), outcomes.clone());
+        callers.push(tokio::spawn(async move {
+            let mut id = caller * 1_000_000;
+            while !stop.load(Ordering::Relaxed) {
+                id += 1;
+                let started = Instant::now();
+                let call = client.call_tool(
+                    id,
+                    "long_running_operation",
+                    json!({"steps": 3, "step_ms": 100}),
+                    Some("p"),
+                );
+                let result = tokio::time::timeout(CALL_BOUND, call).await;
+                let took = started.elapsed();
+                {
+                    let mut o = outcomes.lock().unwrap();
+                    o.slowest = o.slowest.max(took);
+                    match result {
+                        Err(_) => o.hung += 1,
+                        Ok(Err(e)) => o.errors.push(format!("{e:#}")),
+                        Ok(Ok(events)) => {
+                            let msgs = messages(&events);
+                            match msgs.iter().find(|m| m["id"] == id) {
+                                Some(m) if m.get("result").is_some() => o.ok += 1,
+                                Some(m) => o.errors.push(m["error"].to_string()),
+                                None => o.errors.push("the stream ended without a response".into()),
+                            }
+                        }
+                    }
+                }
+                if took < Duration::from_millis(50) {
+                    // An immediate refusal (the cluster is down): do not spin.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }));
+    }
+    let before = Instant::now();
+    while outcomes.lock().unwrap().ok < 8 {
+        assert!(
+            before.elapsed() < Duration::from_secs(20),
+            "no calls before the failover"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ok_before = outcomes.lock().unwrap().ok;
+    let killed = Instant::now();
+    setup.nodes[victim].kill();
+    let promoted = loop {
+        if setup.masters().len() == 3 && setup.ready_without(victim) {
+            break killed.elapsed();
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "the cluster did not promote a replica"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let recovered = loop {
+        let ok = outcomes.lock().unwrap().ok;
+        if ok >= ok_before + 8 && killed.elapsed() > promoted {
+            break killed.elapsed();
+        }
+        if killed.elapsed() > Duration::from_secs(40) {
+            let o = outcomes.lock().unwrap();
+            panic!(
+                "calls did not succeed again after the failover: {} ok, {} errors (last: {:?}), {} hung\ngateway log:\n{}\nworker log:\n{}",
+                o.ok,
+                o.errors.len(),
+                o.errors.last(),
+                o.hung,
+                gateway
+                    .log()
+                    .iter()
+                    .filter(|l| !l.contains("tower_http"))
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                worker.log().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    stop.store(true, Ordering::Relaxed);
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let o = outcomes.lock().unwrap();
+    eprintln!(
+        "cluster failover: replica promoted after {promoted:?}, calls in the session succeed again {recovered:?} after the kill; \
+         {} calls ok, {} errors, {} without an answer within {CALL_BOUND:?}, slowest {:?}; errors: {:?}",
+        o.ok,
+        o.errors.len(),
+        o.hung,
+        o.slowest,
+        o.errors.iter().fold(
+            std::collections::BTreeMap::<&str, u32>::new(),
+            |mut m, e| {
+                *m.entry(e.as_str()).or_default() += 1;
+                m
+            }
+        )
+    );
+    assert_eq!(o.hung, 0, "calls hung through the failover: {o:?}");
 }
