@@ -245,19 +245,86 @@ async fn gone(bus: Arc<RedisBus>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn state_returns_to_baseline_after_the_idle_ttl() {
     let redis = RedisServer::start().expect("redis-server");
-    let url = redis.url();
+    state_returns_to_baseline(Topology::Single(&redis)).await;
+}
+
+/// The same on a Redis Cluster (keys counted on every master).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn state_returns_to_baseline_after_the_idle_ttl_in_a_cluster() {
+    let setup = ClusterSetup::start().expect("cluster set-up");
+    state_returns_to_baseline(Topology::Cluster(&setup)).await;
+}
+
+/// Where a test reads what the bus stored.
+enum Topology<'a> {
+    Single(&'a RedisServer),
+    Cluster(&'a ClusterSetup),
+}
+
+impl Topology<'_> {
+    fn url(&self) -> String {
+        match self {
+            Self::Single(redis) => redis.url(),
+            Self::Cluster(setup) => setup.urls(),
+        }
+    }
+
+    fn mode(&self) -> mcp_bus::RedisMode {
+        match self {
+            Self::Single(_) => mcp_bus::RedisMode::Single,
+            Self::Cluster(_) => mcp_bus::RedisMode::Cluster,
+        }
+    }
+
+    /// The keys matching `pattern`, on every master.
+    fn keys(&self, pattern: &str) -> Vec<String> {
+        let on = |server: &RedisServer| -> Vec<String> {
+            server
+                .command(&["KEYS", pattern])
+                .unwrap()
+                .items()
+                .iter()
+                .filter_map(e2e_tests::redis::Reply::text)
+                .collect()
+        };
+        match self {
+            Self::Single(redis) => on(redis),
+            Self::Cluster(setup) => setup
+                .masters()
+                .into_iter()
+                .flat_map(|i| on(&setup.nodes[i]))
+                .collect(),
+        }
+    }
+
+    /// An integer command on the node that holds `key`.
+    fn count(&self, args: &[&str]) -> u64 {
+        let server = match self {
+            Self::Single(redis) => *redis,
+            Self::Cluster(setup) => &setup.nodes[setup.master_of(args[1]).unwrap()],
+        };
+        match server.command(args).unwrap() {
+            e2e_tests::redis::Reply::Int(n) => u64::try_from(n).unwrap_or(0),
+            other => panic!("{args:?}: {other:?}"),
+        }
+    }
+}
+
+async fn state_returns_to_baseline(topology: Topology<'_>) {
+    let url = topology.url();
+    let mode = topology.mode();
     let prefix = format!("t{}", rand::random::<u32>());
     let gateway = connect(&url, Some(&prefix), |c| {
+        c.mode = mode.clone();
         short_idle(c);
         c.gateway_id = Some("soak-gateway".into());
     })
     .await;
     let worker_bus = connect(&url, Some(&prefix), |c| {
+        c.mode = mode.clone();
         c.heartbeat = Duration::from_millis(200)
     })
     .await;
-    let client = redis::Client::open(url.as_str()).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
     // Keys that live as long as the deployment (bounded: registry, broadcast log, job
     // stream, settings) exist once a first broadcast and a first job have passed.
     let worker = WorkerId::generate();
@@ -269,11 +336,9 @@ async fn state_returns_to_baseline_after_the_idle_ttl() {
     let j = worker_bus.next_job(&worker).await.unwrap();
     worker_bus.finish_job(&worker, &j).await.unwrap();
     gateway.end_session(&warmup.id).await.unwrap();
-    let dbsize = |mut conn: redis::aio::MultiplexedConnection| async move {
-        let n: u64 = redis::cmd("DBSIZE").query_async(&mut conn).await.unwrap();
-        n
-    };
-    let baseline = dbsize(conn.clone()).await;
+    // This deployment's keys (its prefix), on every master.
+    let all_keys = format!("{prefix}:*");
+    let baseline = topology.keys(&all_keys).len() as u64;
 
     let started = tokio::time::Instant::now();
     let mut n = 0i64;
@@ -322,7 +387,7 @@ async fn state_returns_to_baseline_after_the_idle_ttl() {
             gateway.resource_updated("res://1").await.unwrap();
         }
     }
-    let peak = dbsize(conn.clone()).await;
+    let peak = topology.keys(&all_keys).len() as u64;
     assert!(peak > baseline, "the traffic made no keys ({peak})");
 
     let deadline =
@@ -331,21 +396,13 @@ async fn state_returns_to_baseline_after_the_idle_ttl() {
     let principals = format!("{prefix}:{{registry}}:session-principals");
     let principal = format!("{prefix}:{{registry}}:principal:soak");
     loop {
-        let (keys, sessions, principal_members, mapped): (u64, u64, u64, u64) = redis::pipe()
-            .cmd("DBSIZE")
-            .zcard(&index)
-            .zcard(&principal)
-            .hlen(&principals)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        // Unfinished jobs stay in the stream until a worker finishes or reclaims them
+        let keys = topology.keys(&all_keys).len() as u64;
+        let sessions = topology.count(&["ZCARD", &index]);
+        let principal_members = topology.count(&["ZCARD", &principal]);
+        let mapped = topology.count(&["HLEN", &principals]);
+        // Unfinished jobs stay in the streams until a worker finishes or reclaims them
         // (jobs are not session state): they are counted apart.
-        let pending: u64 = redis::cmd("XLEN")
-            .arg(format!("{prefix}:{{jobs}}:stream"))
-            .query_async(&mut conn)
-            .await
-            .unwrap();
+        let pending = gateway.stats().await.unwrap().jobs_in_flight;
         if keys == baseline && sessions == 0 && principal_members == 0 && mapped == 0 {
             eprintln!(
                 "{n} calls; keys: baseline {baseline}, peak {peak}, after {keys}; jobs left unfinished: {pending}"
@@ -358,11 +415,7 @@ async fn state_returns_to_baseline_after_the_idle_ttl() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let leftover: Vec<String> = redis::cmd("KEYS")
-        .arg(format!("{prefix}:{{res}}:*"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let leftover = topology.keys(&format!("{prefix}:{{res}}:*"));
     assert!(
         leftover.is_empty(),
         "resource subscriber sets left: {leftover:?}"
