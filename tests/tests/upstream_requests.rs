@@ -155,7 +155,7 @@ async fn a_typescript_upstream_asks_a_client_on_another_gateway() {
     let a = Gateway::start(&gw_args).expect("gateway a");
     let b = Gateway::start(&gw_args).expect("gateway b");
     let spec = format!("ts={}", upstream.url());
-    let _worker = WorkerProcess::start(&redis.url(), &["--upstream", &spec, "--toolset", "none"])
+    let worker = WorkerProcess::start(&redis.url(), &["--upstream", &spec, "--toolset", "none"])
         .expect("worker");
 
     let mut client = RawClient::new(&a.url());
@@ -298,7 +298,8 @@ async fn a_typescript_upstream_asks_a_client_on_another_gateway() {
         }
         assert!(
             start.elapsed() < WAIT,
-            "the upstream call was never cancelled ({now} aborted)"
+            "the upstream call was never cancelled ({now} aborted)\n{}",
+            worker.log().join("\n")
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -318,6 +319,44 @@ async fn a_typescript_upstream_asks_a_client_on_another_gateway() {
         tool_text(&client, 24, "ts_log_level").await,
         json!({"level": "warning"})
     );
+
+    // Background work: a request the upstream sends after its call answered belongs to no
+    // call; it reaches the session's standalone stream (open on gateway B), and the answer
+    // posted to gateway A goes back upstream.
+    let mut standalone = other.open_stream(None).await.unwrap();
+    let scheduled = client
+        .request(
+            25,
+            "tools/call",
+            json!({"name": "ts_sample_later", "arguments": {}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        scheduled["result"]["content"][0]["text"], "scheduled",
+        "{scheduled}"
+    );
+    let request = request_on(&mut standalone, "sampling/createMessage").await;
+    assert_eq!(
+        request["params"]["messages"][0]["content"]["text"], "later",
+        "{request}"
+    );
+    answer(
+        &client,
+        &request,
+        json!({"result": {"role": "assistant", "content": {"type": "text", "text": "done"}, "model": "m"}}),
+    )
+    .await;
+    let start = Instant::now();
+    let later = loop {
+        let later = tool_text(&client, 26, "ts_later").await;
+        if !later["later"].is_null() {
+            break later;
+        }
+        assert!(start.elapsed() < WAIT, "the upstream never got its answer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(later, json!({"later": "answered: done"}));
 
     // A client that did not declare sampling: the upstream's request gets the error such a
     // client would give (-32601), and the upstream's tool reports it.

@@ -19,6 +19,8 @@ import {
 const port = Number(process.argv[2] ?? 0);
 // Requests of the tools' calls that their client cancelled (the call's signal aborted).
 let aborted = 0;
+// The outcome of sample_later's request.
+let later = null;
 
 function text(value) {
     return { content: [{ type: 'text', text: typeof value === 'string' ? value : JSON.stringify(value) }] };
@@ -77,6 +79,24 @@ function build() {
         });
         return text(`unrelated: ${result.content.text}`);
     });
+    // Background work after the call has answered: its request goes on the GET stream and
+    // belongs to no call; what the client answers is kept for `later`.
+    server.registerTool('sample_later', { description: 'Sampling after the call returns' }, async () => {
+        later = null;
+        setTimeout(async () => {
+            try {
+                const result = await server.server.createMessage({
+                    messages: [{ role: 'user', content: { type: 'text', text: 'later' } }],
+                    maxTokens: 10
+                });
+                later = `answered: ${result.content.text}`;
+            } catch (error) {
+                later = `failed: ${error.message}`;
+            }
+        }, 50);
+        return text('scheduled');
+    });
+    server.registerTool('later', { description: 'What the client answered to sample_later' }, async () => text({ later }));
     server.registerTool('log_level', { description: 'The log level this session set with logging/setLevel' }, async extra =>
         text({ level: server.server._loggingLevels.get(extra.sessionId) ?? null })
     );

@@ -152,6 +152,14 @@ impl Router {
         *lock(&self.session_requests) = Some(sink);
     }
 
+    /// Hands a request to the session's standalone stream; without one (a shared
+    /// session) it is dropped, and the upstream gets an error.
+    pub(crate) fn to_session(&self, request: Relayed) {
+        if let Some(sink) = lock(&self.session_requests).as_ref() {
+            let _ = sink.send(request);
+        }
+    }
+
     /// Where a server-to-client request goes: the call whose stream it came on; else (a
     /// stdio upstream, or a server that sends it on its GET stream although a call waits
     /// for it, as `server.createMessage` without a related request does) the call running
@@ -563,5 +571,80 @@ where
         Ok(Ok(service)) => Ok(service),
         Ok(Err(e)) => Err(ConnectError::Initialize(e.to_string())),
         Err(_) => Err(ConnectError::Timeout(timeout.as_millis())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_upstream_is_told_what_the_client_declared_but_never_roots_list_changed() {
+        let told = |client: Option<Value>| {
+            serde_json::to_value(capabilities_for(client.as_ref())).expect("serializes")
+        };
+        assert_eq!(
+            told(Some(
+                json!({"sampling": {}, "roots": {"listChanged": true}, "experimental": {"x": {}}})
+            )),
+            json!({"sampling": {}, "roots": {}})
+        );
+        assert_eq!(
+            told(Some(json!({"elicitation": {"form": {}, "url": {}}}))),
+            json!({"elicitation": {"form": {}, "url": {}}})
+        );
+        assert_eq!(told(Some(json!({}))), json!({}));
+        assert_eq!(
+            told(None),
+            json!({"sampling": {}, "elicitation": {}, "roots": {}}),
+            "a shared session declares all three"
+        );
+    }
+
+    #[test]
+    fn a_request_goes_to_the_call_of_its_stream_else_the_only_call_else_the_session() {
+        let router = Arc::new(Router::default());
+        let (sink, _messages) = mpsc::unbounded_channel();
+        let (a, _a) = mpsc::unbounded_channel();
+        let (b, _b) = mpsc::unbounded_channel();
+        let (session, _s) = mpsc::unbounded_channel();
+        let on = |id: i64| InboundStreamOrigin::OutboundRequest(RequestId::Number(id));
+        let routed = |origin: Option<InboundStreamOrigin>,
+                      to: Option<&mpsc::UnboundedSender<Relayed>>| {
+            match (router.route_request(origin.as_ref()), to) {
+                (Some(got), Some(want)) => got.same_channel(want),
+                (None, None) => true,
+                _ => false,
+            }
+        };
+
+        let first = router.register(json!("a"), RequestId::Number(1), sink.clone(), a.clone());
+        assert!(routed(Some(on(1)), Some(&a)));
+        assert!(routed(None, Some(&a)), "stdio: the only call");
+        assert!(
+            routed(Some(InboundStreamOrigin::Unassociated), Some(&a)),
+            "GET stream: the only call"
+        );
+        assert!(
+            routed(Some(on(9)), None),
+            "another request's stream is no call's"
+        );
+
+        let _second = router.register(json!("b"), RequestId::Number(2), sink, b.clone());
+        assert!(routed(Some(on(2)), Some(&b)));
+        assert!(routed(Some(on(1)), Some(&a)));
+        assert!(routed(None, None), "two calls: neither is guessed");
+        router.set_session_requests(session.clone());
+        assert!(routed(
+            Some(InboundStreamOrigin::Unassociated),
+            Some(&session)
+        ));
+
+        drop(first);
+        assert!(
+            routed(Some(on(1)), Some(&session)),
+            "a finished call's request"
+        );
+        assert!(routed(None, Some(&b)));
     }
 }

@@ -575,7 +575,7 @@ impl Upstream {
         let (requests_tx, mut requests_rx) = mpsc::unbounded_channel();
         let (requests, mut ended) = relay::CallRequests::new(ctx);
         let token = serde_json::to_value(&handle.progress_token).unwrap_or(Value::Null);
-        let _route = conn
+        let route = conn
             .router
             .register(token, handle.id.clone(), tx, requests_tx);
         let mut guard = CancelGuard {
@@ -605,6 +605,12 @@ impl Upstream {
             }
         };
         guard.peer = None;
+        // A request that came after the response belongs to no call any more (the
+        // upstream's background work): the session's stream takes it.
+        drop(route);
+        while let Ok(request) = requests_rx.try_recv() {
+            conn.router.to_session(request);
+        }
         // Whatever arrived before the response precedes it downstream too.
         while let Ok(message) = rx.try_recv() {
             forward(ctx, message).await;

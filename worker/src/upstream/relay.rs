@@ -63,8 +63,17 @@ impl CallRequests {
                 Ok(answer) => answer,
                 Err(ToolError::InputRequired(missing)) => {
                     // The call ends with an InputRequiredResult (the upstream's call is
-                    // cancelled); the client's retry runs it again with the answer.
+                    // cancelled); the client's retry runs it again with the answer. The
+                    // reply is held until the call's guard has told the upstream, which
+                    // then drops this task (failing the request).
                     let _ = ended.send(ToolError::InputRequired(missing));
+                    reply.closed().await;
+                    return;
+                }
+                Err(ToolError::Cancelled) => {
+                    // The call itself is being cancelled: the same, so the upstream hears
+                    // that its call is cancelled before it hears its request failed.
+                    reply.closed().await;
                     return;
                 }
                 Err(e) => Err(refusal(method, e)),
