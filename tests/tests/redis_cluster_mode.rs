@@ -400,4 +400,33 @@ async fn calls_survive_the_loss_of_a_shards_master() {
         )
     );
     assert_eq!(o.hung, 0, "calls hung through the failover: {o:?}");
+    drop(o);
+    // The gateway's channels were subscribed again (one SSUBSCRIBE each, on the new
+    // master), not merely caught up from the logs by the periodic check.
+    let resubscribed = |log: Vec<String>| {
+        log.iter()
+            .any(|l| l.contains("subscribed again after a cluster node was lost"))
+    };
+    assert!(
+        resubscribed(gateway.log()),
+        "the gateway did not subscribe its channels again"
+    );
+    // A call now streams its progress live: it takes about its own 3 x 100 ms, not the
+    // heartbeat period a log check would add.
+    let started = Instant::now();
+    let events = client
+        .call_tool(
+            9_999_999,
+            "long_running_operation",
+            json!({"steps": 3, "step_ms": 100}),
+            Some("after"),
+        )
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(progress_of(&messages(&events)), vec![1.0, 2.0, 3.0]);
+    assert!(
+        took < Duration::from_secs(3),
+        "a call after the failover took {took:?}"
+    );
 }
