@@ -383,24 +383,25 @@ async fn calls_survive_the_loss_of_a_shards_master() {
     for caller in callers {
         caller.await.unwrap();
     }
-    let o = outcomes.lock().unwrap();
-    eprintln!(
-        "cluster failover: replica promoted after {promoted:?}, calls in the session succeed again {recovered:?} after the kill; \
-         {} calls ok, {} errors, {} without an answer within {CALL_BOUND:?}, slowest {:?}; errors: {:?}",
-        o.ok,
-        o.errors.len(),
-        o.hung,
-        o.slowest,
-        o.errors.iter().fold(
-            std::collections::BTreeMap::<&str, u32>::new(),
-            |mut m, e| {
-                *m.entry(e.as_str()).or_default() += 1;
-                m
-            }
-        )
-    );
-    assert_eq!(o.hung, 0, "calls hung through the failover: {o:?}");
-    drop(o);
+    {
+        let o = outcomes.lock().unwrap();
+        eprintln!(
+            "cluster failover: replica promoted after {promoted:?}, calls in the session succeed again {recovered:?} after the kill; \
+             {} calls ok, {} errors, {} without an answer within {CALL_BOUND:?}, slowest {:?}; errors: {:?}",
+            o.ok,
+            o.errors.len(),
+            o.hung,
+            o.slowest,
+            o.errors.iter().fold(
+                std::collections::BTreeMap::<&str, u32>::new(),
+                |mut m, e| {
+                    *m.entry(e.as_str()).or_default() += 1;
+                    m
+                }
+            )
+        );
+        assert_eq!(o.hung, 0, "calls hung through the failover: {o:?}");
+    }
     // The gateway's channels were subscribed again (one SSUBSCRIBE each, on the new
     // master), not merely caught up from the logs by the periodic check.
     let resubscribed = |log: Vec<String>| {
