@@ -1,6 +1,8 @@
 //! An upstream's server-to-client requests (sampling, elicitation, roots) reach the
 //! downstream client through the cluster, and its answers go back upstream; the client's
-//! `logging/setLevel` reaches an upstream that declares logging.
+//! `logging/setLevel` reaches an upstream that declares logging. The clients: a raw one
+//! that reads every stream, and the official TypeScript SDK client
+//! (`tests/clients/typescript/upstream-client.mjs`) answering with its own handlers.
 //!
 //! The upstream is a server on the official TypeScript SDK
 //! (`tests/clients/typescript/upstream-server.mjs`: its `McpServer` and Streamable HTTP
@@ -11,7 +13,7 @@
 use anyhow::{Context, ensure};
 use e2e_tests::client::SseReader;
 use e2e_tests::redis::free_port;
-use e2e_tests::typescript::{check_node, client_dir, ensure_sdk_installed};
+use e2e_tests::typescript::{check_node, client_dir, ensure_sdk_installed, run_script};
 use e2e_tests::{Gateway, RawClient, RedisServer, StatelessClient, WorkerProcess};
 use serde_json::{Value, json};
 use std::net::TcpStream;
@@ -373,6 +375,31 @@ async fn a_typescript_upstream_asks_a_client_on_another_gateway() {
             && text.contains("-32601")
             && text.contains("did not declare the sampling capability"),
         "{text}"
+    );
+
+    // The official TypeScript SDK client, on gateway B, answers with its own handlers.
+    let report = run_script(&client_dir(), "upstream-client.mjs", &[&b.url()])
+        .await
+        .unwrap();
+    assert_eq!(
+        report["summarize"],
+        r#"summary: ts-sdk read "Summarize: the TS client" (model ts-sdk-model)"#,
+        "{report}"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(report["ask"].as_str().unwrap()).unwrap(),
+        json!({"action": "accept", "content": {"answer": "from the ts sdk"}}),
+        "{report}"
+    );
+    assert_eq!(report["roots"], r#"["file:///ts"]"#, "{report}");
+    assert_eq!(
+        report["asked"],
+        json!([
+            {"method": "sampling/createMessage", "prompt": "Summarize: the TS client"},
+            {"method": "elicitation/create", "message": "Who answers?"},
+            {"method": "roots/list"}
+        ]),
+        "each request reached the SDK once"
     );
 }
 

@@ -526,6 +526,9 @@ impl Connection {
         let Ok(upstream_level) = serde_json::from_value(json!(level.as_str())) else {
             return;
         };
+        // Sent once per level, whatever the outcome: an upstream that fails or stalls on
+        // setLevel must not cost every later call a wait.
+        *lock(&self.level_sent) = Some(level);
         match tokio::time::timeout(
             timeout,
             self.peer
@@ -533,7 +536,7 @@ impl Connection {
         )
         .await
         {
-            Ok(Ok(())) => *lock(&self.level_sent) = Some(level),
+            Ok(Ok(())) => {}
             Ok(Err(e)) => {
                 tracing::debug!(upstream = %self.upstream, error = %e, "logging/setLevel upstream failed; the cluster filters")
             }
