@@ -379,19 +379,9 @@ fn slot_of(cmd: &Cmd) -> Option<Slot> {
     }
 }
 
-/// Runs a pipeline on a cluster. An atomic one (`MULTI`), or one whose keyed commands
-/// share a slot, goes as it is to that slot's master; else it runs as one sub-pipeline per
-/// slot (in the pipeline's order within each slot; keyless commands go with the first),
-/// concurrently, replies put back in order. Each goes to its slot's master explicitly: the
-/// client's own choice would count `PUBLISH`'s channel as a key (a "cross-slot" pipeline)
-/// and send a pipeline of only `DEL`/`EXISTS` (multi-key commands to the client) to a
-/// random node.
-async fn cluster_pipeline(
-    conn: &ClusterConnection,
-    pipeline: &Pipeline,
-    offset: usize,
-    count: usize,
-) -> Result<Vec<Value>, RedisError> {
+/// The commands of `pipeline` by slot, in order of first appearance: each slot's command
+/// indexes in pipeline order; keyless commands go with the first group.
+fn slot_groups(pipeline: &Pipeline) -> Vec<(Option<Slot>, Vec<usize>)> {
     let mut groups: Vec<(Option<Slot>, Vec<usize>)> = Vec::new();
     for (i, cmd) in pipeline.cmd_iter().enumerate() {
         let slot = slot_of(cmd);
@@ -408,6 +398,23 @@ async fn cluster_pipeline(
             None => groups.push((slot, vec![i])),
         }
     }
+    groups
+}
+
+/// Runs a pipeline on a cluster. An atomic one (`MULTI`), or one whose keyed commands
+/// share a slot, goes as it is to that slot's master; else it runs as one sub-pipeline per
+/// slot (in the pipeline's order within each slot; keyless commands go with the first),
+/// concurrently, replies put back in order. Each goes to its slot's master explicitly: the
+/// client's own choice would count `PUBLISH`'s channel as a key (a "cross-slot" pipeline)
+/// and send a pipeline of only `DEL`/`EXISTS` (multi-key commands to the client) to a
+/// random node.
+async fn cluster_pipeline(
+    conn: &ClusterConnection,
+    pipeline: &Pipeline,
+    offset: usize,
+    count: usize,
+) -> Result<Vec<Value>, RedisError> {
+    let groups = slot_groups(pipeline);
     let route = |slot: Option<Slot>| match slot {
         Some(slot) => SingleNodeRoutingInfo::SpecificNode(Route::with_slot(slot, SlotAddr::Master)),
         None => SingleNodeRoutingInfo::Random,
@@ -518,5 +525,59 @@ impl Conn {
             Kind::Cluster(inner) if sharded => inner.conn.clone().sunsubscribe(channel).await,
             Kind::Cluster(inner) => inner.conn.clone().unsubscribe(channel).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Slot, slot_groups, slot_of};
+
+    #[test]
+    fn commands_go_to_their_keys_slot_and_scripts_to_their_first_keys() {
+        assert_eq!(
+            slot_of(redis::cmd("HSET").arg("p:{abc}:session").arg("f").arg(1)),
+            Some(Slot::for_key("abc"))
+        );
+        assert_eq!(
+            slot_of(
+                redis::cmd("EVALSHA")
+                    .arg("sha")
+                    .arg(2)
+                    .arg("p:{s}:a")
+                    .arg("p:{s}:b")
+            ),
+            Some(Slot::for_key("s"))
+        );
+        assert_eq!(
+            slot_of(redis::cmd("EVALSHA").arg("sha").arg(0).arg("x")),
+            None
+        );
+        assert_eq!(
+            slot_of(redis::cmd("PUBLISH").arg("p:ch:control").arg("m")),
+            None
+        );
+        assert_eq!(
+            slot_of(redis::cmd("SPUBLISH").arg("p:ch:s:{abc}").arg("x")),
+            Some(Slot::for_key("abc"))
+        );
+    }
+
+    #[test]
+    fn a_pipeline_splits_by_slot_keeping_order_within_each() {
+        let mut pipe = redis::pipe();
+        pipe.cmd("PUBLISH").arg("p:ch:control").arg("m"); // keyless: with the first group
+        pipe.hget("p:{s1}:session", "seq");
+        pipe.zadd("p:{registry}:sessions", "s1", 1);
+        pipe.pexpire("p:{s1}:log", 10);
+        pipe.del(&["p:{s1}:a", "p:{s1}:b"]);
+        pipe.hdel("p:{registry}:session-principals", "s1");
+        let groups = slot_groups(&pipe);
+        assert_eq!(
+            groups,
+            vec![
+                (Some(Slot::for_key("s1")), vec![0, 1, 3, 4]),
+                (Some(Slot::for_key("registry")), vec![2, 5]),
+            ]
+        );
     }
 }
