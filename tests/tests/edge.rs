@@ -391,3 +391,28 @@ async fn open_connections_are_capped_with_a_503_and_served_again_when_some_close
         assert!(start.elapsed() < Duration::from_secs(5));
     }
 }
+
+/// An HTTP/2 client (prior knowledge, as behind an h2 front) past the cap is refused in
+/// HTTP/2: a 503 it can read on its stream, not HTTP/1.1 bytes it would take for a
+/// protocol error.
+#[tokio::test]
+async fn an_http2_client_past_the_cap_gets_its_503_in_http2() {
+    let gw = Gateway::start(&["--max-connections", "1"]).unwrap();
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    let (_held, head) = healthz(&addr).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let refused = h2
+        .get(format!("{}/healthz", gw.base))
+        .send()
+        .await
+        .expect("an HTTP/2 answer, not a protocol error");
+    assert_eq!(refused.version(), reqwest::Version::HTTP_2);
+    assert_eq!(refused.status(), 503);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], -32000, "{body}");
+}

@@ -10,7 +10,7 @@
 //! - Past `--max-connections` open connections, a new one gets `503 Service Unavailable`
 //!   with `Retry-After: 1` and a JSON-RPC error, written at once, and is closed.
 
-use super::conn::{EdgeIo, linger};
+use super::conn::EdgeIo;
 use axum::Router;
 use axum::extract::ConnectInfo;
 use http_body_util::BodyExt;
@@ -22,7 +22,6 @@ use prometheus::{IntCounterVec, IntGauge, Opts};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -140,7 +139,7 @@ pub async fn serve(
         }
         if edge.max_connections != 0 && open.load(Ordering::Relaxed) >= edge.max_connections {
             metrics.refused.inc();
-            tracker.spawn(refuse(tcp));
+            tracker.spawn(refuse(tcp, builder.clone()));
             continue;
         }
         open.fetch_add(1, Ordering::Relaxed);
@@ -208,17 +207,56 @@ pub async fn serve(
     tracker.wait().await;
 }
 
-/// Answers a connection past the cap with 503 and closes it (lingering, briefly).
-async fn refuse(mut tcp: tokio::net::TcpStream) {
-    let response = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-         retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{REFUSAL}",
-        REFUSAL.len()
-    );
-    if tcp.write_all(response.as_bytes()).await.is_ok() {
-        // Long enough for a client's request head to arrive and be discarded.
-        linger(tcp, Duration::from_secs(1)).await;
+/// How long a connection past the cap is kept to deliver its refusal: enough for the
+/// client's first request and the answer, short enough that refused connections cannot
+/// pile up.
+const REFUSAL_WINDOW: Duration = Duration::from_secs(2);
+
+/// Answers a connection past the cap with 503 and closes it. The answer is served by the
+/// same HTTP/1.1 + HTTP/2 builder as any connection, so an HTTP/2 client (prior knowledge)
+/// gets a 503 on its own stream and a GOAWAY, not HTTP/1.1 bytes it cannot parse; the
+/// close lingers like any other ([`EdgeIo`]).
+async fn refuse(tcp: tokio::net::TcpStream, builder: Builder<TokioExecutor>) {
+    let io = EdgeIo::new(tcp, Some(REFUSAL_WINDOW), Box::new(|| {}), ());
+    let answered = Arc::new(tokio::sync::Notify::new());
+    let on_request = answered.clone();
+    let service = hyper::service::service_fn(move |_request: hyper::Request<Incoming>| {
+        on_request.notify_one();
+        std::future::ready(Ok::<_, std::convert::Infallible>(refusal()))
+    });
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let in_time = tokio::time::timeout(REFUSAL_WINDOW, async {
+        tokio::select! {
+            _ = connection.as_mut() => {}
+            () = answered.notified() => {
+                // Finish the answer just given (HTTP/2: GOAWAY, then the stream's end),
+                // take no other request.
+                connection.as_mut().graceful_shutdown();
+                let _ = connection.as_mut().await;
+            }
+        }
+    })
+    .await;
+    if in_time.is_err() {
+        tracing::debug!("a refused connection sent no request in time; closed");
     }
+}
+
+/// The refusal: 503, `Retry-After: 1` and a JSON-RPC error; the connection closes after it.
+fn refusal() -> hyper::Response<axum::body::Body> {
+    let mut response = hyper::Response::new(axum::body::Body::from(REFUSAL));
+    *response.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    headers.insert(
+        hyper::header::RETRY_AFTER,
+        hyper::header::HeaderValue::from_static("1"),
+    );
+    response
 }
 
 /// `None` for 0 seconds (no bound).
