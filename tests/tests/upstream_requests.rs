@@ -446,3 +446,56 @@ async fn a_2026_client_answers_an_upstream_elicitation_by_multi_round_trip() {
         json!({"action": "accept", "content": {"answer": "Mars"}})
     );
 }
+
+/// A stdio upstream (one stream for everything, so no request names its call): the
+/// TypeScript SDK's own example server `toolWithSampleServer.js`, shipped in the SDK's
+/// package, asks for sampling during its `summarize` tool; the request reaches the call's
+/// client (the only call running in that upstream session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sdks_stdio_example_server_samples_through_the_standalone_gateway() {
+    check_node().await.expect("node");
+    let dir = client_dir();
+    ensure_sdk_installed(&dir).await.expect("the SDK");
+    let example = dir.join(
+        "node_modules/@modelcontextprotocol/sdk/dist/esm/examples/server/toolWithSampleServer.js",
+    );
+    assert!(example.exists(), "{} is not in the SDK", example.display());
+    let spec = format!("tss=stdio:node {}", example.display());
+    let gateway = Gateway::start(&["--upstream", &spec, "--toolset", "none"]).expect("gateway");
+    let mut client = RawClient::new(&gateway.url());
+    client
+        .initialize_with("2025-11-25", json!({"sampling": {}}))
+        .await
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let list = client.request(900, "tools/list", json!({})).await.unwrap();
+        let listed = list["result"]["tools"]
+            .as_array()
+            .is_some_and(|tools| tools.iter().any(|t| t["name"] == "tss_summarize"));
+        if listed {
+            break;
+        }
+        assert!(start.elapsed() < WAIT, "never listed: {list}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut stream = client
+        .call_tool_stream(1, "tss_summarize", json!({"text": "stdio text"}), None)
+        .await
+        .unwrap();
+    let request = request_on(&mut stream, "sampling/createMessage").await;
+    let prompt = request["params"]["messages"][0]["content"]["text"]
+        .as_str()
+        .unwrap();
+    assert!(prompt.ends_with("stdio text"), "{request}");
+    answer(
+        &client,
+        &request,
+        json!({"result": {"role": "assistant", "content": {"type": "text", "text": "a stdio summary"}, "model": "m"}}),
+    )
+    .await;
+    assert_eq!(
+        result_text(&mut stream, 1).await,
+        ("a stdio summary".to_owned(), false)
+    );
+}
