@@ -1320,3 +1320,225 @@ async fn a_stdio_upstreams_catalog_keeps_every_field() {
         "{r}"
     );
 }
+
+/// The seed's server restarted on the same port forgets its sessions (FastMCP keeps them
+/// in memory): the next call of the downstream session gets a new upstream session and
+/// works; a call running when the upstream restarted fails with an error, never hangs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upstream_that_lost_the_session_is_reinitialized() {
+    let mut seed = FastMcp::start().expect("fastmcp");
+    let port = seed.port;
+    let dir = tempdir();
+    let file = dir.join("upstreams.toml");
+    // The health check runs rarely, so the restart is seen by the session itself (404),
+    // not by an outage of the whole upstream.
+    std::fs::write(
+        &file,
+        format!(
+            "[[upstream]]\nname = \"seed\"\nurl = \"{}\"\ntimeout_ms = 10000\nhealth_interval_ms = 60000\n",
+            seed.url()
+        ),
+    )
+    .unwrap();
+    let gateway = Gateway::start(&["--upstreams", file.to_str().unwrap()]).expect("gateway");
+    let mut client = RawClient::new(&gateway.url());
+    client.initialize("2025-11-25").await.unwrap();
+    wait_for_tools(&client, "the seed's tools", |n| {
+        n.iter().any(|t| t == "seed_send_notification")
+    })
+    .await
+    .unwrap();
+    let send =
+        |text: &str| json!({"name": "seed_send_notification", "arguments": {"message": text}});
+    let r = client.request(1, "tools/call", send("one")).await.unwrap();
+    assert_eq!(
+        r["result"]["content"][0]["text"], "notification sent: one",
+        "{r}"
+    );
+
+    // Restarted between two calls of the session: the second works.
+    seed.kill();
+    seed = FastMcp::start_on(port).expect("fastmcp again");
+    let started = Instant::now();
+    let r = client.request(2, "tools/call", send("two")).await.unwrap();
+    assert_eq!(
+        r["result"]["content"][0]["text"], "notification sent: two",
+        "the call after the restart: {r}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Restarted during a call: that call fails with an error, well before its timeout.
+    let mut stream = client
+        .call_tool_stream(
+            3,
+            "seed_long_running_operation",
+            json!({"steps": 1000, "step_ms": 50}),
+            Some("lost"),
+        )
+        .await
+        .unwrap();
+    let (_, first) = stream.next_message(WAIT).await.unwrap().unwrap();
+    assert_eq!(first["method"], "notifications/progress", "{first}");
+    seed.kill();
+    seed = FastMcp::start_on(port).expect("fastmcp a third time");
+    let restarted = Instant::now();
+    let rest = messages(&stream.collect(WAIT).await.unwrap());
+    let answer = rest
+        .iter()
+        .find(|m| m.get("id").is_some())
+        .unwrap_or_else(|| panic!("no answer after the upstream restarted: {rest:?}"));
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("upstream seed lost the session"),
+        "an error saying the session was lost: {answer}"
+    );
+    // Its timeout is 10 s; the probe finds the loss within about a second.
+    eprintln!(
+        "the lost call answered {:?} after the restart",
+        restarted.elapsed()
+    );
+    assert!(
+        restarted.elapsed() < Duration::from_secs(5),
+        "answered in {:?}",
+        restarted.elapsed()
+    );
+    let r = client.request(4, "tools/call", send("four")).await.unwrap();
+    assert_eq!(
+        r["result"]["content"][0]["text"], "notification sent: four",
+        "the session works after the lost call: {r}"
+    );
+    drop(seed);
+}
+
+/// A loopback HTTP server that answers every request 200 with a body that is not
+/// JSON-RPC, or (silent) accepts and never answers. Runs until the test process ends.
+fn bad_server(silent: bool) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            if silent {
+                held.push(stream);
+                continue;
+            }
+            std::thread::spawn(move || {
+                use std::io::{BufRead, BufReader, Write};
+                let mut reader = BufReader::new(stream);
+                let mut line = String::new();
+                // Read the request head, then answer garbage and close.
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    if line == "\r\n" {
+                        break;
+                    }
+                    line.clear();
+                }
+                let body = "this is not JSON-RPC <html>";
+                let mut stream = reader.into_inner();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    port
+}
+
+/// An upstream that answers garbage and one that never answers stay out of the catalog
+/// (reported down, retried), and the rest of the catalog keeps serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_silent_upstreams_stay_out_and_the_rest_serves() {
+    let seed = FastMcp::start().expect("fastmcp");
+    let garbage = bad_server(false);
+    let silent = bad_server(true);
+    let dir = tempdir();
+    let file = dir.join("upstreams.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[[upstream]]
+name = "seed"
+url = "{}"
+
+[[upstream]]
+name = "garbage"
+url = "http://127.0.0.1:{garbage}/mcp"
+health_interval_ms = 200
+connect_timeout_ms = 1000
+
+[[upstream]]
+name = "silent"
+url = "http://127.0.0.1:{silent}/mcp"
+health_interval_ms = 200
+connect_timeout_ms = 1000
+"#,
+            seed.url()
+        ),
+    )
+    .unwrap();
+    let gateway = Gateway::start(&["--upstreams", file.to_str().unwrap()]).expect("gateway");
+    let mut client = RawClient::new(&gateway.url());
+    client.initialize("2025-11-25").await.unwrap();
+    let names = wait_for_tools(&client, "the seed's tools", |n| {
+        n.iter().any(|t| t == "seed_send_notification")
+    })
+    .await
+    .unwrap();
+    assert!(
+        !names
+            .iter()
+            .any(|t| t.starts_with("garbage_") || t.starts_with("silent_")),
+        "{names:?}"
+    );
+    // Both are reported down and retried (several connect attempts) while the seed serves.
+    let started = Instant::now();
+    loop {
+        let status = client
+            .request(1, "tools/call", json!({"name": "server_status"}))
+            .await
+            .unwrap();
+        let status: Value =
+            serde_json::from_str(status["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+        let up = |name: &str| {
+            status["upstreams"]
+                .as_array()
+                .and_then(|all| all.iter().find(|u| u["name"] == name))
+                .map(|u| u["up"].clone())
+        };
+        assert_eq!(up("seed"), Some(json!(true)), "{status}");
+        if up("garbage") == Some(json!(false)) && up("silent") == Some(json!(false)) {
+            break;
+        }
+        assert!(started.elapsed() < WAIT, "{status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let started = Instant::now();
+    let r = client
+        .request(
+            2,
+            "tools/call",
+            json!({"name": "seed_send_notification", "arguments": {"message": "fine"}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        r["result"]["content"][0]["text"], "notification sent: fine",
+        "{r}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    let r = client
+        .request(3, "tools/call", json!({"name": "garbage_anything"}))
+        .await
+        .unwrap();
+    assert!(
+        r.get("error").is_some() || r["result"]["isError"] == true,
+        "{r}"
+    );
+}

@@ -50,6 +50,9 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// before the call registered), kept this many per connection at most.
 const MAX_EARLY: usize = 256;
 
+/// How often a session with a call waiting in it is probed (see [`Connection::probe`]).
+pub(crate) const PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// A server-to-client request of the upstream (sampling, elicitation, roots, ping) on its
 /// way to a downstream client. The answer goes back on `reply`: the client's result, or a
 /// JSON-RPC error the upstream gets as is. Dropping `reply` answers with an error.
@@ -418,6 +421,10 @@ pub(crate) struct Connection {
     service: Mutex<Option<RunningService<RoleClient, Client>>>,
     /// The stdio child's pid, for logs and tests.
     pub(crate) pid: Option<u32>,
+    /// Streamable HTTP (the session can be lost upstream, found out by a request's 404).
+    http: bool,
+    /// When the session was last probed for a call waiting on it.
+    probed: Mutex<Option<std::time::Instant>>,
     /// The upstream's name (the sessions-open gauge's label).
     upstream: String,
     /// The log level last sent upstream with `logging/setLevel` (per-session mode).
@@ -498,6 +505,8 @@ impl Connection {
             router,
             service: Mutex::new(Some(service)),
             pid,
+            http: matches!(config.transport, UpstreamTransport::Http { .. }),
+            probed: Mutex::new(None),
             upstream: config.name.clone(),
             level_sent: Mutex::new(None),
         })
@@ -544,6 +553,29 @@ impl Connection {
                 tracing::debug!(upstream = %self.upstream, "logging/setLevel upstream timed out; the cluster filters")
             }
         }
+    }
+
+    /// Pings an HTTP session a call has been waiting on for a while, at most once per
+    /// [`PROBE_EVERY`], without waiting for the answer. An upstream that restarted and
+    /// lost the session answers the ping 404: the SDK then opens a new session and fails
+    /// the calls that were waiting in the old one (their answers can never come), instead
+    /// of leaving them to their timeout.
+    pub(crate) fn probe(&self) {
+        if !self.http {
+            return;
+        }
+        {
+            let mut probed = lock(&self.probed);
+            if probed.is_some_and(|at| at.elapsed() < PROBE_EVERY) {
+                return;
+            }
+            *probed = Some(std::time::Instant::now());
+        }
+        let peer = self.peer.clone();
+        tokio::spawn(async move {
+            let ping = rmcp::model::ClientRequest::PingRequest(Default::default());
+            let _ = tokio::time::timeout(PROBE_EVERY, peer.send_request(ping)).await;
+        });
     }
 
     /// Whether the session is gone (transport closed).

@@ -585,6 +585,10 @@ impl Upstream {
         };
         let response = handle.await_response();
         tokio::pin!(response);
+        let mut probe = tokio::time::interval(connection::PROBE_EVERY);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate: a call that answers within a second costs no probe.
+        probe.tick().await;
         let result = loop {
             tokio::select! {
                 biased;
@@ -596,6 +600,7 @@ impl Upstream {
                 }
                 Some(error) = ended.recv() => return Err(error),
                 result = &mut response => break result,
+                _ = probe.tick() => conn.probe(),
                 () = outage.cancelled() => {
                     return Err(ToolError::Protocol(ErrorObject::internal(format!(
                         "upstream {} stopped answering during {what} (its health check failed); the outcome is unknown",
@@ -620,6 +625,17 @@ impl Upstream {
 
     fn failed(&self, error: &ServiceError) -> ToolError {
         match error {
+            // rmcp's words when it re-initialized a session the upstream answered 404 for
+            // (the upstream restarted or expired it) while this request waited in it.
+            ServiceError::McpError(e)
+                if e.message
+                    .contains("re-initialized before the response arrived") =>
+            {
+                ToolError::Protocol(ErrorObject::internal(format!(
+                    "upstream {} lost the session this call ran in (it answered 404 for its Mcp-Session-Id: restarted or expired); the outcome is unknown; a new upstream session is open for the next call",
+                    self.config.name
+                )))
+            }
             ServiceError::McpError(e) => ToolError::Protocol(ErrorObject {
                 code: i64::from(e.code.0),
                 message: e.message.to_string(),
